@@ -1,0 +1,84 @@
+//! The gateway's HTTP errors. `IntoResponse` below is the only place that chooses a
+//! status code for a failure, logs it at the right level and counts it.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::publish::PublishError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Unknown project or datasource, or a token not authorized for it: one answer
+    /// for both, so ids do not leak.
+    #[error("project or datasource not found")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the message broker could not take the batch in time")]
+    Unavailable {
+        retry_after: Duration,
+        #[source]
+        source: PublishError,
+    },
+    #[error("internal error")]
+    Internal {
+        request_id: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %ErrorChain(&self), status = status.as_u16(), "request failed");
+        } else {
+            tracing::debug!(error = %self, status = status.as_u16(), "request rejected");
+        }
+        let body = match &self {
+            ApiError::Internal { request_id, .. } => {
+                json!({"message": self.to_string(), "request_id": request_id})
+            }
+            _ => json!({"message": self.to_string()}),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::Unavailable { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+        }
+        response
+    }
+}
+
+/// Displays an error with its whole `source()` chain.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! The ingest gateway: authenticates and validates batched writes, publishes accepted
+//! items to Kafka and answers with per-item outcomes.
+//!
+//! - [`config`]: environment configuration.
+//! - [`handlers`]: the HTTP handlers; [`error`]: the one place errors become statuses.
+//! - [`publish`]: the Kafka producer and its acknowledgement rules.
+//! - [`metrics`]: every exported metric name.
+
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod metrics;
+pub mod publish;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::publish::Publisher;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub publisher: Publisher,
+    pub metrics: PrometheusHandle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot bind {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the kafka producer")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot install the metrics recorder")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+}
+
+/// A gateway bound to its port, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    publisher: Publisher,
+}
+
+impl Application {
+    /// Creates the producer, binds the listener (port 0 picks a free one) and builds the router.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let metrics = ingest_types::runtime::install_metrics_recorder()?;
+        let publisher = Publisher::new(&config)?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: config.listen_addr,
+                source,
+            })?;
+        if config.dev_token.is_none() {
+            tracing::warn!("INGEST_DEV_TOKEN is not set: every write will be refused with 401");
+        }
+        let state = AppState {
+            config: Arc::new(config),
+            publisher: publisher.clone(),
+            metrics,
+        };
+        Ok(Self {
+            listener,
+            router: router(state),
+            publisher,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` is cancelled, drains in-flight requests, then flushes the producer.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        tracing::info!(port = self.port(), "gateway listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await?;
+        if let Err(err) = self.publisher.flush(Duration::from_secs(10)) {
+            tracing::error!(error = %err, "producer flush on shutdown failed");
+        }
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let base = "/v1/project/{project}/datasource/{datasource}";
+    let api = Router::new()
+        .route(
+            &format!("{base}/stream/contacts"),
+            post(handlers::post_contacts),
+        )
+        .route(
+            &format!("{base}/stream/events"),
+            post(handlers::post_events),
+        )
+        .layer(DefaultBodyLimit::max(handlers::MAX_BODY_BYTES));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .layer(middleware::from_fn(track_http))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Counts every answer by matched route template (never the raw URI) and status.
+async fn track_http(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    ::metrics::counter!(
+        metrics::HTTP_REQUESTS_TOTAL,
+        "route" => route,
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    response
+}
+
+/// The span every request's log lines belong to, carrying its id.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    )
+}

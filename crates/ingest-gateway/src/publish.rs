@@ -1,0 +1,107 @@
+//! Publishing to Kafka. A batch counts as accepted only when the broker acknowledged
+//! every one of its messages with all in-sync replicas (`acks=all`, idempotent producer).
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use ingest_types::{Envelope, Topics};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("kafka refused to enqueue a message: {0}")]
+    Enqueue(#[source] KafkaError),
+    #[error("kafka did not acknowledge a message: {0}")]
+    Delivery(#[source] KafkaError),
+    #[error("the delivery was cancelled (producer shutting down)")]
+    Cancelled,
+    #[error("no acknowledgement within {0:?}")]
+    TimedOut(Duration),
+}
+
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    topics: Topics,
+    timeout: Duration,
+}
+
+impl Publisher {
+    pub fn new(config: &Config) -> Result<Self, KafkaError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka_brokers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            // librdkafka fails a message it could not deliver within this time; the
+            // request-level timeout below is a little longer so it sees that failure.
+            .set(
+                "message.timeout.ms",
+                config.publish_timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("compression.type", &config.compression)
+            .create()?;
+        Ok(Self {
+            producer,
+            topics: config.topics.clone(),
+            timeout: config.publish_timeout + Duration::from_millis(500),
+        })
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Publishes every envelope and waits for all acknowledgements. `Ok` means the
+    /// broker has every one of them; any error means the caller must not report
+    /// the batch as accepted (some messages may still land: retries are idempotent).
+    pub async fn publish_all(&self, envelopes: &[Envelope]) -> Result<(), PublishError> {
+        let mut deliveries = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            let key = envelope.key();
+            let payload = envelope.encode();
+            let record = FutureRecord::to(self.topics.for_operation(&envelope.op))
+                .key(&key)
+                .payload(&payload);
+            let delivery = self
+                .producer
+                .send_result(record)
+                .map_err(|(err, _)| PublishError::Enqueue(err))?;
+            deliveries.push(delivery);
+        }
+        let outcomes = tokio::time::timeout(self.timeout, join_all(deliveries))
+            .await
+            .map_err(|_| PublishError::TimedOut(self.timeout))?;
+        for outcome in outcomes {
+            match outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err((err, _))) => return Err(PublishError::Delivery(err)),
+                Err(_cancelled) => return Err(PublishError::Cancelled),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the broker answers a metadata request in time (readiness).
+    pub async fn broker_reachable(&self) -> bool {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Timeout::After(Duration::from_secs(2)))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Waits (bounded) for messages still in the producer's queue; called on shutdown.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(Timeout::After(timeout))
+    }
+}

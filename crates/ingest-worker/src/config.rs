@@ -1,0 +1,126 @@
+//! Worker configuration: environment variables, parsed once at start-up.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DATABASE_URL` | `postgres://ingest@127.0.0.1:55432/ingest` | PostgreSQL connection string |
+//! | `INGEST_DB_MAX_CONNECTIONS` | `4` | pool size |
+//! | `KAFKA_BROKERS` | `127.0.0.1:19092` | bootstrap servers |
+//! | `INGEST_TOPIC_PREFIX` | `ingest` | topics `<prefix>.contacts`, `<prefix>.events`, `<prefix>.dlq` |
+//! | `INGEST_WORKER_GROUP` | `ingest-worker` | Kafka consumer group; every worker of one deployment shares it |
+//! | `INGEST_WORKER_BATCH_MAX_MESSAGES` | `1000` | most messages persisted in one transaction |
+//! | `INGEST_WORKER_BATCH_MAX_WAIT_MS` | `50` | longest a batch waits to fill once its first message arrived |
+//! | `INGEST_WORKER_ADDR` | `127.0.0.1:9091` | listen address of `/healthz`, `/readyz`, `/metrics` |
+//! | `INGEST_LOG_FORMAT` | `json` | `json` or `pretty` |
+//! | `RUST_LOG` | `info` | log filter |
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ingest_types::env::Vars;
+pub use ingest_types::env::{ConfigError, LogFormat};
+use ingest_types::Topics;
+
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub kafka_brokers: String,
+    pub topics: Topics,
+    pub group_id: String,
+    pub batch_max_messages: usize,
+    pub batch_max_wait: Duration,
+    pub listen_addr: SocketAddr,
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    // By hand so that a password in DATABASE_URL never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_password(&self.database_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("topics", &self.topics)
+            .field("group_id", &self.group_id)
+            .field("batch_max_messages", &self.batch_max_messages)
+            .field("batch_max_wait", &self.batch_max_wait)
+            .field("listen_addr", &self.listen_addr)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Parses from any variable lookup, so tests need not touch the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(get);
+        let batch_max_messages: usize = vars.parse("INGEST_WORKER_BATCH_MAX_MESSAGES", "1000")?;
+        if batch_max_messages == 0 {
+            return Err(ConfigError {
+                name: "INGEST_WORKER_BATCH_MAX_MESSAGES",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            database_url: vars.string("DATABASE_URL", "postgres://ingest@127.0.0.1:55432/ingest"),
+            db_max_connections: vars.parse("INGEST_DB_MAX_CONNECTIONS", "4")?,
+            kafka_brokers: vars.string("KAFKA_BROKERS", "127.0.0.1:19092"),
+            topics: Topics::with_prefix(
+                &vars.string("INGEST_TOPIC_PREFIX", ingest_types::topics::DEFAULT_PREFIX),
+            ),
+            group_id: vars.string("INGEST_WORKER_GROUP", "ingest-worker"),
+            batch_max_messages,
+            batch_max_wait: Duration::from_millis(
+                vars.parse("INGEST_WORKER_BATCH_MAX_WAIT_MS", "50")?,
+            ),
+            listen_addr: vars.parse("INGEST_WORKER_ADDR", "127.0.0.1:9091")?,
+            log_format: vars.log_format()?,
+        })
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_dev_stack() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(c.database_url, "postgres://ingest@127.0.0.1:55432/ingest");
+        assert_eq!(c.topics.contacts, "ingest.contacts");
+        assert_eq!(c.group_id, "ingest-worker");
+        assert_eq!(c.batch_max_messages, 1000);
+    }
+
+    #[test]
+    fn rejects_zero_batch_and_redacts_password() {
+        assert!(Config::from_lookup(
+            |n| (n == "INGEST_WORKER_BATCH_MAX_MESSAGES").then(|| "0".into())
+        )
+        .is_err());
+        assert_eq!(
+            redact_password("postgres://u:pw@h:1/db"),
+            "postgres://u:***@h:1/db"
+        );
+        assert_eq!(redact_password("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,224 @@
+//! The consume loop: read a batch (bounded by count and time), persist it in one
+//! transaction, dead-letter what can never be persisted, and only then commit the
+//! batch's offsets. A crash anywhere before the commit means redelivery, and the
+//! effects are idempotent, so nothing is lost or doubled.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ingest_types::Envelope;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letter::DeadLetters;
+use crate::metrics::{
+    BATCH_SIZE_MESSAGES, COMMIT_FAILURES_TOTAL, DB_RETRIES_TOTAL, DB_WRITE_DURATION_SECONDS,
+    END_TO_END_LATENCY_SECONDS, MESSAGES_TOTAL,
+};
+use crate::persist::{is_permanent, Batch};
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+pub struct ConsumeLoop {
+    pub consumer: Arc<StreamConsumer>,
+    pub pool: PgPool,
+    pub dead_letters: DeadLetters,
+    pub batch_max_messages: usize,
+    pub batch_max_wait: Duration,
+}
+
+/// The batch was given up because shutdown began; its offsets stay uncommitted.
+struct Abandoned;
+
+impl ConsumeLoop {
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let Some(messages) = self.next_batch(&shutdown).await else {
+                break;
+            };
+            if self.handle(&messages, &shutdown).await.is_err() {
+                tracing::info!(
+                    messages = messages.len(),
+                    "shutdown: in-flight batch abandoned, it will be redelivered"
+                );
+                break;
+            }
+            self.commit(&messages);
+        }
+        tracing::info!("consume loop stopped");
+    }
+
+    /// Waits for a first message, then fills the batch until it is full or the wait is over.
+    /// `None` when shutdown began.
+    async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Vec<OwnedMessage>> {
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                received = self.consumer.recv() => match received {
+                    Ok(message) => { batch.push(message.detach()); break; }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "kafka consume error");
+                        tokio::time::sleep(BACKOFF_START).await;
+                    }
+                },
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.batch_max_wait;
+        while batch.len() < self.batch_max_messages {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(message.detach()),
+                Ok(Err(err)) => tracing::warn!(error = %err, "kafka consume error"),
+                Err(_elapsed) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    async fn handle(
+        &self,
+        messages: &[OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        let mut decoded = Vec::with_capacity(messages.len());
+        for message in messages {
+            match Envelope::decode(message.payload().unwrap_or_default()) {
+                Ok(envelope) => decoded.push((message, envelope)),
+                Err(err) => {
+                    self.dead_letter(message, &err.to_string(), shutdown)
+                        .await?
+                }
+            }
+        }
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        metrics::histogram!(BATCH_SIZE_MESSAGES).record(decoded.len() as f64);
+        let batch = Batch::from_envelopes(decoded.iter().map(|(_, e)| e));
+        match self.persist_retrying(&batch, shutdown).await? {
+            Ok(()) => self.record_persisted(&decoded),
+            Err(err) => {
+                // Something in the batch can never be written: find it by writing each
+                // message alone, in order (so per-user order holds), and dead-letter it.
+                tracing::warn!(error = %err, "batch hit a permanent database error; isolating the bad messages");
+                for (message, envelope) in &decoded {
+                    let single = Batch::from_envelopes([envelope]);
+                    match self.persist_retrying(&single, shutdown).await? {
+                        Ok(()) => self.record_persisted(&[(*message, envelope.clone())]),
+                        Err(err) => {
+                            self.dead_letter(
+                                message,
+                                &format!("database rejected the item: {err}"),
+                                shutdown,
+                            )
+                            .await?
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Persists, retrying transient failures with capped exponential backoff until they
+    /// pass or shutdown begins. The inner `Err` is a permanent failure.
+    async fn persist_retrying(
+        &self,
+        batch: &Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<Result<(), sqlx::Error>, Abandoned> {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let started = Instant::now();
+            match batch.persist(&self.pool).await {
+                Ok(()) => {
+                    metrics::histogram!(DB_WRITE_DURATION_SECONDS)
+                        .record(started.elapsed().as_secs_f64());
+                    return Ok(Ok(()));
+                }
+                Err(err) if is_permanent(&err) => return Ok(Err(err)),
+                Err(err) => {
+                    metrics::counter!(DB_RETRIES_TOTAL).increment(1);
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "database write failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(Abandoned),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        let mut backoff = BACKOFF_START;
+        loop {
+            match self.dead_letters.send(message, reason).await {
+                Ok(()) => {
+                    tracing::warn!(
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        reason,
+                        "message dead-lettered"
+                    );
+                    metrics::counter!(MESSAGES_TOTAL, "topic" => message.topic().to_owned(), "outcome" => "dead_lettered").increment(1);
+                    return Ok(());
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot publish to the dead-letter topic; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(Abandoned),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn record_persisted(&self, persisted: &[(&OwnedMessage, Envelope)]) {
+        let now = Utc::now();
+        for (message, envelope) in persisted {
+            metrics::counter!(MESSAGES_TOTAL, "topic" => message.topic().to_owned(), "outcome" => "persisted").increment(1);
+            let latency = (now - envelope.received_at)
+                .num_microseconds()
+                .unwrap_or(0)
+                .max(0);
+            metrics::histogram!(END_TO_END_LATENCY_SECONDS).record(latency as f64 / 1e6);
+        }
+    }
+
+    /// Commits, per partition, the offset after the highest message of the batch.
+    fn commit(&self, messages: &[OwnedMessage]) {
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for m in messages {
+            let entry = next.entry((m.topic(), m.partition())).or_insert(0);
+            *entry = (*entry).max(m.offset() + 1);
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            if let Err(err) = list.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+                tracing::error!(error = %err, "cannot build the offset list");
+                return;
+            }
+        }
+        // A failed commit (for example during a rebalance) means these messages will be
+        // delivered again; the writes are idempotent, so that is safe.
+        if let Err(err) = self.consumer.commit(&list, CommitMode::Sync) {
+            metrics::counter!(COMMIT_FAILURES_TOTAL).increment(1);
+            tracing::warn!(error = %err, "offset commit failed; the batch will be redelivered");
+        }
+    }
+}

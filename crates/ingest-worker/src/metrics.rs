@@ -1,0 +1,15 @@
+//! Every metric the worker exports, named `ingest_worker_<what>_<unit>`.
+//! Histogram buckets are set by suffix in `ingest_types::runtime`.
+
+/// Messages handled, by `topic` and `outcome` (persisted, dead_lettered).
+pub const MESSAGES_TOTAL: &str = "ingest_worker_messages_total";
+/// Messages per persisted batch.
+pub const BATCH_SIZE_MESSAGES: &str = "ingest_worker_batch_size_messages";
+/// Time to write and commit one batch's transaction.
+pub const DB_WRITE_DURATION_SECONDS: &str = "ingest_worker_db_write_duration_seconds";
+/// Failed database writes that will be retried, by `reason` (transient).
+pub const DB_RETRIES_TOTAL: &str = "ingest_worker_db_retries_total";
+/// From the gateway receiving an item to the worker committing it.
+pub const END_TO_END_LATENCY_SECONDS: &str = "ingest_worker_end_to_end_latency_seconds";
+/// Offset commits that failed (the messages will be redelivered; effects are idempotent).
+pub const COMMIT_FAILURES_TOTAL: &str = "ingest_worker_commit_failures_total";
