@@ -95,9 +95,7 @@ pub fn echo(item: &Value) -> Echo {
 }
 
 /// The `_item` error for anything that is not a JSON object.
-pub(crate) fn as_object<'a>(
-    item: &'a Value,
-) -> Result<&'a serde_json::Map<String, Value>, FieldErrors> {
+pub(crate) fn as_object(item: &Value) -> Result<&serde_json::Map<String, Value>, FieldErrors> {
     item.as_object().ok_or_else(|| {
         let mut errors = FieldErrors::new();
         add_error(&mut errors, ITEM_KEY, MUST_BE_OBJECT);

@@ -1,0 +1,121 @@
+//! End to end on the real stack: HTTP batch -> gateway -> Kafka -> worker -> PostgreSQL.
+
+use std::time::Duration;
+
+use ingest_testkit::{migrated_pool, unique, wait_for, TestGateway, TestTopics, TestWorker};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn a_posted_batch_lands_in_postgres_once_however_often_it_is_sent() {
+    let pool = migrated_pool().await;
+    let topics = TestTopics::create(4).await;
+    let gateway = TestGateway::spawn(&topics, &[]).await;
+    let worker = TestWorker::spawn(&topics, &[]).await;
+    let project = unique("e2e");
+    let client = reqwest::Client::new();
+
+    let contacts = json!([
+        {"_user_id": "USER-1", "_email": "one@example.com", "plan": "free"},
+        {"_user_id": "USER-2", "_first_name": "Ada"},
+        {"_email": "missing-user-id@example.com"},
+    ]);
+    let events: Value = (0..20)
+        .map(|i| {
+            json!({"_user_id": format!("USER-{}", i % 2 + 1), "_event_id": format!("EV-{i}"),
+                        "_event_type": "page_view", "_event_parameters": {"n": i}})
+        })
+        .collect();
+    // A client retrying the same batches (e.g. after a timeout) must not create duplicates.
+    for _ in 0..3 {
+        let response = client
+            .post(gateway.stream_url(&project, "web", "contacts"))
+            .bearer_auth(&gateway.token)
+            .json(&contacts)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(
+            (
+                answer["entity"]["successful"].as_u64(),
+                answer["entity"]["failed"].as_u64()
+            ),
+            (Some(2), Some(1))
+        );
+        let response = client
+            .post(gateway.stream_url(&project, "web", "events"))
+            .bearer_auth(&gateway.token)
+            .json(&events)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    // Then a later update for USER-1 that removes `plan`.
+    let response = client
+        .post(gateway.stream_url(&project, "web", "contacts"))
+        .bearer_auth(&gateway.token)
+        .json(&json!([{"_user_id": "USER-1", "plan": null, "score": 7}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+
+    let rows: Vec<(String, Value)> = wait_for("contacts merged in postgres", Duration::from_secs(60), || async {
+        let rows: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT user_id, attributes FROM contacts WHERE project = $1 AND datasource = 'web' ORDER BY user_id",
+        )
+        .bind(&project)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        (rows.len() == 2 && rows[0].1.get("score").is_some()).then_some(rows)
+    })
+    .await;
+    assert_eq!(
+        rows[0],
+        (
+            "USER-1".to_owned(),
+            json!({"_email": "one@example.com", "score": 7})
+        )
+    );
+    assert_eq!(
+        rows[1],
+        ("USER-2".to_owned(), json!({"_first_name": "Ada"}))
+    );
+
+    let event_count: i64 = wait_for("20 events in postgres", Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE project = $1")
+            .bind(&project)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (n >= 20).then_some(n)
+    })
+    .await;
+    // Give any straggling duplicate time to land before asserting there is none.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (total, distinct, param_sum): (i64, i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT event_id), sum((parameters->>'n')::bigint)::bigint FROM events WHERE project = $1",
+    )
+    .bind(&project)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (event_count, total, distinct, param_sum),
+        (20, 20, 20, Some((0..20).sum()))
+    );
+    let user_of_ev3: String =
+        sqlx::query_scalar("SELECT user_id FROM events WHERE project = $1 AND event_id = 'EV-3'")
+            .bind(&project)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(user_of_ev3, "USER-2");
+
+    worker.stop().await;
+    gateway.stop().await;
+    topics.delete().await;
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite against the real stack: starts Kafka and PostgreSQL (installing
+# what is missing), applies migrations, checks formatting and lints, runs every unit and
+# integration test. Stops the stack again afterwards if it was not running before.
+#
+# Usage: scripts/test.sh [extra cargo test args, e.g. -p ingest-worker]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$REPO_ROOT"
+
+started_stack=false
+if ! scripts/stack.sh status >/dev/null 2>&1; then
+  started_stack=true
+fi
+stop_stack() {
+  if $started_stack; then
+    say "stopping the stack this run started"
+    scripts/stack.sh down || true
+  fi
+}
+trap stop_stack EXIT
+
+ensure_build_tools
+scripts/stack.sh up
+eval "$(scripts/stack.sh env)"
+
+say "building"
+cargo build --locked --workspace --all-targets
+say "migrating"
+cargo run --locked -q -p ingestctl -- migrate
+
+say "checking format and lints"
+cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+say "running the tests"
+log="$STACK_DIR/logs/test-$(date +%Y%m%d-%H%M%S).log"
+mkdir -p "$(dirname "$log")"
+set +e
+cargo test --locked --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# One closing line over every test binary (cargo prints one result line per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"
