@@ -4,6 +4,7 @@
 //! - [`topics`]: topic names, derived from one configurable prefix.
 //! - [`validate`]: pure functions from a JSON item to a typed operation or per-field errors.
 //! - [`answer`]: the per-item batch answer the gateway sends back.
+//! - [`tenancy`]: ids, the API token format and hashing, rate-limited endpoints.
 //! - [`env`]: reading configuration from environment variables; `runtime`: logging and shutdown.
 
 pub mod answer;
@@ -11,6 +12,7 @@ pub mod env;
 pub mod envelope;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+pub mod tenancy;
 pub mod topics;
 pub mod validate;
 

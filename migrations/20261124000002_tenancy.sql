@@ -1,0 +1,77 @@
+-- Tenancy: projects, datasources, per-endpoint rate limits, API tokens, and the shared
+-- rate-limit windows that gateway instances draw quota from.
+
+CREATE TABLE projects (
+    id          text        PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9_-]{1,64}$'),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE datasources (
+    project     text        NOT NULL REFERENCES projects (id),
+    id          text        NOT NULL CHECK (id ~ '^[A-Za-z0-9_-]{1,64}$'),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project, id)
+);
+
+-- Requests per minute per (datasource, endpoint). No row means the default (600).
+CREATE TABLE rate_limits (
+    project              text    NOT NULL,
+    datasource           text    NOT NULL,
+    endpoint             text    NOT NULL
+        CHECK (endpoint IN ('stream', 'contacts', 'events', 'contacts_delete', 'specs')),
+    requests_per_minute  integer NOT NULL CHECK (requests_per_minute > 0),
+    PRIMARY KEY (project, datasource, endpoint),
+    FOREIGN KEY (project, datasource) REFERENCES datasources (project, id) ON DELETE CASCADE
+);
+
+-- Tokens are stored only as the SHA-256 of the secret (a 256-bit random string, so a
+-- fast hash is enough). `datasource` NULL means the token may write to every
+-- datasource of its project.
+CREATE TABLE api_tokens (
+    id              text        PRIMARY KEY,
+    project         text        NOT NULL REFERENCES projects (id),
+    datasource      text,
+    secret_hash     bytea       NOT NULL UNIQUE CHECK (length(secret_hash) = 32),
+    display_prefix  text        NOT NULL,
+    name            text        NOT NULL DEFAULT '',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    revoked_at      timestamptz,
+    FOREIGN KEY (project, datasource) REFERENCES datasources (project, id)
+);
+CREATE INDEX api_tokens_by_project ON api_tokens (project, datasource);
+
+-- Quota granted to gateway instances per fixed one-minute window. Instances lease
+-- chunks with an atomic UPDATE, so the sum granted never exceeds the limit.
+CREATE TABLE rate_limit_windows (
+    project       text        NOT NULL,
+    datasource    text        NOT NULL,
+    endpoint      text        NOT NULL,
+    window_start  timestamptz NOT NULL,
+    granted       bigint      NOT NULL DEFAULT 0,
+    PRIMARY KEY (project, datasource, endpoint, window_start)
+);
+
+-- Every change that can alter an authentication or limit decision is announced on the
+-- channel `ingest_tenancy`, whoever makes it (ingestctl or plain SQL), so gateways drop
+-- what they cached within moments.
+CREATE FUNCTION ingest_notify_tenancy() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
+    IF TG_TABLE_NAME = 'api_tokens' THEN
+        PERFORM pg_notify('ingest_tenancy', 'token:' || encode(r.secret_hash, 'hex'));
+    ELSIF TG_TABLE_NAME = 'datasources' THEN
+        PERFORM pg_notify('ingest_tenancy', 'datasource:' || r.project || '/' || r.id);
+    ELSIF TG_TABLE_NAME = 'rate_limits' THEN
+        PERFORM pg_notify('ingest_tenancy', 'datasource:' || r.project || '/' || r.datasource);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER api_tokens_notify AFTER INSERT OR UPDATE OR DELETE ON api_tokens
+    FOR EACH ROW EXECUTE FUNCTION ingest_notify_tenancy();
+CREATE TRIGGER datasources_notify AFTER INSERT OR UPDATE OR DELETE ON datasources
+    FOR EACH ROW EXECUTE FUNCTION ingest_notify_tenancy();
+CREATE TRIGGER rate_limits_notify AFTER INSERT OR UPDATE OR DELETE ON rate_limits
+    FOR EACH ROW EXECUTE FUNCTION ingest_notify_tenancy();
