@@ -40,14 +40,16 @@ CREATE TABLE api_tokens (
 );
 CREATE INDEX api_tokens_by_project ON api_tokens (project, datasource);
 
--- Quota granted to gateway instances per fixed one-minute window. Instances lease
--- chunks with an atomic UPDATE, so the sum granted never exceeds the limit.
+-- Quota requested by gateway instances per fixed one-minute window. An instance adds
+-- the chunk it wants with one atomic upsert and reads back the new total; what it was
+-- granted is min(chunk, limit - (total - chunk)), so the sum granted to all instances
+-- never exceeds the limit, whatever they request concurrently.
 CREATE TABLE rate_limit_windows (
     project       text        NOT NULL,
     datasource    text        NOT NULL,
     endpoint      text        NOT NULL,
     window_start  timestamptz NOT NULL,
-    granted       bigint      NOT NULL DEFAULT 0,
+    requested     bigint      NOT NULL,
     PRIMARY KEY (project, datasource, endpoint, window_start)
 );
 

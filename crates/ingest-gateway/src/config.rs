@@ -8,14 +8,17 @@
 //! | `INGEST_PUBLISH_TIMEOUT_MS` | `5000` | how long a batch may wait for the broker's acknowledgement before the request fails with 503 |
 //! | `INGEST_KAFKA_LINGER_MS` | `5` | producer `linger.ms` |
 //! | `INGEST_KAFKA_COMPRESSION` | `lz4` | producer `compression.type` |
-//! | `INGEST_DEV_TOKEN` | unset | the single bearer token accepted until tenancy lands; unset means every write is refused with 401 |
+//! | `DATABASE_URL` | `postgres://ingest@127.0.0.1:55432/ingest` | tenancy database (tokens, datasources, limits) |
+//! | `INGEST_DB_MAX_CONNECTIONS` | `8` | pool size |
+//! | `INGEST_AUTH_CACHE_CAPACITY` | `100000` | most tokens (and, separately, datasources) cached |
+//! | `INGEST_AUTH_MAX_STALENESS_SECS` | `600` | how long a cached entry may stand in while the database is unreachable |
 //! | `INGEST_LOG_FORMAT` | `json` | `json` or `pretty` |
 //! | `RUST_LOG` | `info` | log filter |
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ingest_types::env::Vars;
+use ingest_types::env::{redact_password, Vars};
 pub use ingest_types::env::{ConfigError, LogFormat};
 use ingest_types::Topics;
 
@@ -27,12 +30,15 @@ pub struct Config {
     pub publish_timeout: Duration,
     pub linger_ms: u64,
     pub compression: String,
-    pub dev_token: Option<String>,
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub auth_cache_capacity: u64,
+    pub auth_max_staleness: Duration,
     pub log_format: LogFormat,
 }
 
 impl std::fmt::Debug for Config {
-    // By hand so that the token never reaches a log line.
+    // By hand so that a password in DATABASE_URL never reaches a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen_addr", &self.listen_addr)
@@ -41,7 +47,10 @@ impl std::fmt::Debug for Config {
             .field("publish_timeout", &self.publish_timeout)
             .field("linger_ms", &self.linger_ms)
             .field("compression", &self.compression)
-            .field("dev_token", &self.dev_token.as_ref().map(|_| "<redacted>"))
+            .field("database_url", &redact_password(&self.database_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("auth_cache_capacity", &self.auth_cache_capacity)
+            .field("auth_max_staleness", &self.auth_max_staleness)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -66,7 +75,12 @@ impl Config {
             ),
             linger_ms: vars.parse("INGEST_KAFKA_LINGER_MS", "5")?,
             compression: vars.string("INGEST_KAFKA_COMPRESSION", "lz4"),
-            dev_token: vars.optional("INGEST_DEV_TOKEN"),
+            database_url: vars.string("DATABASE_URL", "postgres://ingest@127.0.0.1:55432/ingest"),
+            db_max_connections: vars.parse("INGEST_DB_MAX_CONNECTIONS", "8")?,
+            auth_cache_capacity: vars.parse("INGEST_AUTH_CACHE_CAPACITY", "100000")?,
+            auth_max_staleness: Duration::from_secs(
+                vars.parse("INGEST_AUTH_MAX_STALENESS_SECS", "600")?,
+            ),
             log_format: vars.log_format()?,
         })
     }
@@ -92,7 +106,7 @@ mod tests {
         assert_eq!(c.kafka_brokers, "127.0.0.1:19092");
         assert_eq!(c.topics.events, "ingest.events");
         assert_eq!(c.publish_timeout, Duration::from_secs(5));
-        assert_eq!(c.dev_token, None);
+        assert_eq!(c.database_url, "postgres://ingest@127.0.0.1:55432/ingest");
     }
 
     #[test]

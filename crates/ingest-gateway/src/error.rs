@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::directory::AuthError;
 use crate::publish::PublishError;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,11 @@ pub enum ApiError {
     BadRequest(String),
     #[error("body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// Past the datasource's requests-per-minute limit: 429, empty body.
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after: u64 },
+    #[error("cannot check the token right now; retry shortly")]
+    AuthUnavailable(#[source] sqlx::Error),
     #[error("the message broker could not take the batch in time")]
     Unavailable {
         retry_after: Duration,
@@ -43,7 +49,10 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::AuthUnavailable(_) | ApiError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -51,20 +60,44 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = %self, status = status.as_u16(), "request rejected");
         }
-        let body = match &self {
+        let retry_after = match &self {
+            ApiError::Unavailable { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            ApiError::AuthUnavailable(_) => Some(1),
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        let mut response = match &self {
+            // The contract: 429 has an empty body.
+            ApiError::RateLimited { .. } => status.into_response(),
+            _ => (status, Json(self.body())).into_response(),
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl ApiError {
+    fn body(&self) -> serde_json::Value {
+        match self {
             ApiError::Internal { request_id, .. } => {
                 json!({"message": self.to_string(), "request_id": request_id})
             }
             _ => json!({"message": self.to_string()}),
-        };
-        let mut response = (status, Json(body)).into_response();
-        if let ApiError::Unavailable { retry_after, .. } = &self {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after.as_secs().max(1)),
-            );
         }
-        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Unauthenticated(message) => ApiError::Unauthorized(message),
+            AuthError::NotFound => ApiError::NotFound,
+            AuthError::Unavailable(source) => ApiError::AuthUnavailable(source),
+        }
     }
 }
 

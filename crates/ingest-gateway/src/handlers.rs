@@ -1,6 +1,7 @@
 //! HTTP handlers. Each one parses the request, delegates validation to `ingest_types`
 //! and publishing to [`crate::publish`], and maps failures through [`ApiError`].
 
+use std::future::Future;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -11,13 +12,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use ingest_types::answer::ItemKind;
+use ingest_types::tenancy::Endpoint;
 use ingest_types::validate::{self, FieldErrors, ValidItem};
 use ingest_types::{BatchAnswer, Envelope, ItemOutcome, ENVELOPE_VERSION};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::directory::Authorized;
 use crate::error::ApiError;
-use crate::metrics::{ITEMS_TOTAL, PUBLISH_DURATION_SECONDS};
+use crate::metrics::{ITEMS_TOTAL, PUBLISH_DURATION_SECONDS, RATE_LIMITED_TOTAL};
 use crate::AppState;
 
 /// Most items one batch may hold.
@@ -38,8 +41,11 @@ pub async fn post_contacts(
     Path(path): Path<StreamPath>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    write_batch(&state, path, &headers, body, ItemKind::Contact).await
+) -> Response {
+    guarded(&state, &path, &headers, Endpoint::Contacts, |auth| {
+        write_batch(&state, auth, &headers, body, ItemKind::Contact)
+    })
+    .await
 }
 
 pub async fn post_events(
@@ -47,8 +53,11 @@ pub async fn post_events(
     Path(path): Path<StreamPath>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    write_batch(&state, path, &headers, body, ItemKind::Event).await
+) -> Response {
+    guarded(&state, &path, &headers, Endpoint::Events, |auth| {
+        write_batch(&state, auth, &headers, body, ItemKind::Event)
+    })
+    .await
 }
 
 pub async fn healthz() -> impl IntoResponse {
@@ -77,16 +86,62 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// Authenticates, counts the request against the datasource's limit for `endpoint`,
+/// runs `handler` when allowed, and puts the `X-RateLimit-*` headers on the answer.
+async fn guarded<F, Fut>(
+    state: &AppState,
+    path: &StreamPath,
+    headers: &HeaderMap,
+    endpoint: Endpoint,
+    handler: F,
+) -> Response
+where
+    F: FnOnce(Authorized) -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>>,
+{
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let auth = match state
+        .directory
+        .authorize(authorization, &path.project, &path.datasource)
+        .await
+    {
+        Ok(auth) => auth,
+        Err(err) => return ApiError::from(err).into_response(),
+    };
+    let decision = state
+        .limiter
+        .check(
+            &auth.project,
+            &auth.datasource,
+            endpoint,
+            auth.limits.get(endpoint),
+        )
+        .await;
+    let mut response = if decision.allowed {
+        handler(auth)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    } else {
+        metrics::counter!(RATE_LIMITED_TOTAL, "endpoint" => endpoint.as_str()).increment(1);
+        ApiError::RateLimited {
+            retry_after: decision.retry_after(),
+        }
+        .into_response()
+    };
+    decision.apply_headers(response.headers_mut());
+    response
+}
+
 async fn write_batch(
     state: &AppState,
-    path: StreamPath,
+    auth: Authorized,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     kind: ItemKind,
 ) -> Result<Response, ApiError> {
     let received_at = Utc::now();
-    authenticate(state, headers)?;
-    check_ids(&path)?;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
             limit: MAX_BODY_BYTES,
@@ -104,8 +159,8 @@ async fn write_batch(
             Ok(ValidItem { user_id, op }) => {
                 envelopes.push(Envelope {
                     v: ENVELOPE_VERSION,
-                    project: path.project.clone(),
-                    datasource: path.datasource.clone(),
+                    project: auth.project.clone(),
+                    datasource: auth.datasource.clone(),
                     user_id,
                     received_at,
                     request_id: request_id.clone(),
@@ -160,43 +215,6 @@ fn kind_label(kind: ItemKind) -> &'static str {
     }
 }
 
-/// Walking-skeleton authentication: one development token from configuration.
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or(ApiError::Unauthorized("missing Authorization header"))?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized(
-            "Authorization must be 'Bearer <token>'",
-        ))?;
-    match &state.config.dev_token {
-        Some(expected) if constant_time_eq(expected.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => Err(ApiError::Unauthorized("invalid token")),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Ids are 1–64 chars of `A-Z a-z 0-9 _ -`; anything else cannot exist, so it is a 404.
-fn check_ids(path: &StreamPath) -> Result<(), ApiError> {
-    let valid = |id: &str| {
-        (1..=64).contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    };
-    if valid(&path.project) && valid(&path.datasource) {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound)
-    }
-}
-
 fn parse_batch(body: &[u8]) -> Result<Vec<Value>, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("Body should be a JSON array: {e}")))?;
@@ -240,17 +258,5 @@ mod tests {
         let big = format!("[{}]", vec!["{}"; 101].join(","));
         assert!(msg(&big).contains("at most 100"));
         assert_eq!(parse_batch(b"[1, {}]").unwrap().len(), 2);
-    }
-
-    #[test]
-    fn ids_follow_the_contract() {
-        let path = |p: &str, d: &str| StreamPath {
-            project: p.into(),
-            datasource: d.into(),
-        };
-        assert!(check_ids(&path("acme-1", "web_2")).is_ok());
-        assert!(check_ids(&path("", "d")).is_err());
-        assert!(check_ids(&path("a.b", "d")).is_err());
-        assert!(check_ids(&path("p", &"x".repeat(65))).is_err());
     }
 }

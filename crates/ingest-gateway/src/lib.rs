@@ -3,14 +3,18 @@
 //!
 //! - [`config`]: environment configuration.
 //! - [`handlers`]: the HTTP handlers; [`error`]: the one place errors become statuses.
+//! - [`directory`]: tokens and datasources (authentication, scopes, limits), cached.
+//! - [`ratelimit`]: requests-per-minute limits shared by every instance.
 //! - [`publish`]: the Kafka producer and its acknowledgement rules.
 //! - [`metrics`]: every exported metric name.
 
 pub mod config;
+pub mod directory;
 pub mod error;
 pub mod handlers;
 pub mod metrics;
 pub mod publish;
+pub mod ratelimit;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -25,14 +29,17 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::directory::Directory;
 use crate::error::ApiError;
 use crate::publish::Publisher;
+use crate::ratelimit::RateLimiter;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -41,6 +48,8 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 pub struct AppState {
     pub config: Arc<Config>,
     pub publisher: Publisher,
+    pub directory: Directory,
+    pub limiter: RateLimiter,
     pub metrics: PrometheusHandle,
 }
 
@@ -54,6 +63,8 @@ pub enum StartupError {
     },
     #[error("cannot create the kafka producer")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("invalid DATABASE_URL")]
+    Database(#[from] sqlx::Error),
     #[error("cannot install the metrics recorder")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
 }
@@ -63,6 +74,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     publisher: Publisher,
+    /// Stops the background tasks (tenancy listener, rate-limit clean-up).
+    background: CancellationToken,
 }
 
 impl Application {
@@ -76,18 +89,33 @@ impl Application {
                 addr: config.listen_addr,
                 source,
             })?;
-        if config.dev_token.is_none() {
-            tracing::warn!("INGEST_DEV_TOKEN is not set: every write will be refused with 401");
-        }
+        // Lazy: the gateway starts while PostgreSQL is down and serves known tokens
+        // from its cache (see `directory`).
+        let pool = PgPoolOptions::new()
+            .max_connections(config.db_max_connections)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(&config.database_url)?;
+        let directory = Directory::new(
+            pool.clone(),
+            config.auth_cache_capacity,
+            config.auth_max_staleness,
+        );
+        let limiter = RateLimiter::new(pool);
+        let background = CancellationToken::new();
+        tokio::spawn(directory.clone().listen_for_changes(background.clone()));
+        tokio::spawn(limiter.clone().clean_up_periodically(background.clone()));
         let state = AppState {
             config: Arc::new(config),
             publisher: publisher.clone(),
+            directory,
+            limiter,
             metrics,
         };
         Ok(Self {
             listener,
             router: router(state),
             publisher,
+            background,
         })
     }
 
@@ -101,6 +129,7 @@ impl Application {
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await?;
+        self.background.cancel();
         if let Err(err) = self.publisher.flush(Duration::from_secs(10)) {
             tracing::error!(error = %err, "producer flush on shutdown failed");
         }

@@ -7,3 +7,9 @@ pub const HTTP_REQUESTS_TOTAL: &str = "ingest_gateway_http_requests_total";
 pub const ITEMS_TOTAL: &str = "ingest_gateway_items_total";
 /// Time from the first send of a batch to the broker's last acknowledgement.
 pub const PUBLISH_DURATION_SECONDS: &str = "ingest_gateway_publish_duration_seconds";
+/// Token or datasource look-ups that went to the database, by `kind`.
+pub const AUTH_CACHE_MISSES_TOTAL: &str = "ingest_gateway_auth_cache_misses_total";
+/// Quota reservations that failed because the database was unreachable.
+pub const RATE_LIMIT_DB_ERRORS_TOTAL: &str = "ingest_gateway_rate_limit_db_errors_total";
+/// Requests refused with 429, by `endpoint`.
+pub const RATE_LIMITED_TOTAL: &str = "ingest_gateway_rate_limited_total";

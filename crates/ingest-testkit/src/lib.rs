@@ -91,10 +91,102 @@ impl TestTopics {
     }
 }
 
+/// A project with one datasource and a token for it, created directly in the database.
+pub struct Tenant {
+    pub project: String,
+    pub datasource: String,
+    /// A datasource-scoped token.
+    pub token: String,
+    pool: PgPool,
+}
+
+impl Tenant {
+    pub async fn create(pool: &PgPool) -> Self {
+        let project = unique("p");
+        let datasource = "web".to_owned();
+        sqlx::query("INSERT INTO projects (id) VALUES ($1)")
+            .bind(&project)
+            .execute(pool)
+            .await
+            .expect("create project");
+        let tenant = Self {
+            token: String::new(),
+            project,
+            datasource: datasource.clone(),
+            pool: pool.clone(),
+        };
+        tenant.add_datasource(&datasource).await;
+        let token = tenant.add_token(Some(&datasource)).await;
+        Self { token, ..tenant }
+    }
+
+    pub async fn add_datasource(&self, id: &str) {
+        sqlx::query("INSERT INTO datasources (project, id) VALUES ($1, $2)")
+            .bind(&self.project)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .expect("create datasource");
+    }
+
+    /// A new token for one datasource, or for the whole project with `None`.
+    pub async fn add_token(&self, datasource: Option<&str>) -> String {
+        let token = ingest_types::tenancy::NewToken::generate();
+        sqlx::query(
+            "INSERT INTO api_tokens (id, project, datasource, secret_hash, display_prefix)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&token.id)
+        .bind(&self.project)
+        .bind(datasource)
+        .bind(&token.hash[..])
+        .bind(&token.display_prefix)
+        .execute(&self.pool)
+        .await
+        .expect("create token");
+        token.secret
+    }
+
+    pub async fn revoke(&self, secret: &str) {
+        sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE secret_hash = $1")
+            .bind(&ingest_types::tenancy::hash_token(secret)[..])
+            .execute(&self.pool)
+            .await
+            .expect("revoke token");
+    }
+
+    pub async fn set_limit(&self, datasource: &str, endpoint: &str, requests_per_minute: i32) {
+        sqlx::query(
+            "INSERT INTO rate_limits (project, datasource, endpoint, requests_per_minute)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (project, datasource, endpoint)
+             DO UPDATE SET requests_per_minute = EXCLUDED.requests_per_minute",
+        )
+        .bind(&self.project)
+        .bind(datasource)
+        .bind(endpoint)
+        .bind(requests_per_minute)
+        .execute(&self.pool)
+        .await
+        .expect("set limit");
+    }
+}
+
+/// Sleeps until the current one-minute rate-limit window has at least `needed` left,
+/// so a test's requests all fall into one window.
+pub async fn wait_for_fresh_window(needed: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let into_window = Duration::from_millis((now.as_millis() % 60_000) as u64);
+    if Duration::from_secs(60) - into_window < needed {
+        tokio::time::sleep(Duration::from_secs(60) - into_window + Duration::from_millis(50)).await;
+    }
+}
+
 /// A real gateway serving on a free port.
 pub struct TestGateway {
     pub base_url: String,
-    pub token: String,
     shutdown: CancellationToken,
     handle: JoinHandle<std::io::Result<()>>,
 }
@@ -102,14 +194,7 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway publishing to `topics`; `extra` overrides configuration variables.
     pub async fn spawn(topics: &TestTopics, extra: &[(&str, &str)]) -> Self {
-        let token = unique("tok");
-        let mut vars: Vec<(String, String)> = vec![
-            ("INGEST_GATEWAY_ADDR".into(), "127.0.0.1:0".into()),
-            ("KAFKA_BROKERS".into(), kafka_brokers()),
-            ("INGEST_TOPIC_PREFIX".into(), topics.prefix.clone()),
-            ("INGEST_DEV_TOKEN".into(), token.clone()),
-            ("INGEST_LOG_FORMAT".into(), "pretty".into()),
-        ];
+        let mut vars = gateway_env(topics);
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = ingest_gateway::config::Config::from_lookup(|name| {
             vars.iter()
@@ -126,7 +211,6 @@ impl TestGateway {
         let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         Self {
             base_url,
-            token,
             shutdown,
             handle,
         }
@@ -134,10 +218,7 @@ impl TestGateway {
 
     /// The URL of a stream endpoint, e.g. `stream_url("p", "d", "contacts")`.
     pub fn stream_url(&self, project: &str, datasource: &str, endpoint: &str) -> String {
-        format!(
-            "{}/v1/project/{project}/datasource/{datasource}/stream/{endpoint}",
-            self.base_url
-        )
+        stream_url(&self.base_url, project, datasource, endpoint)
     }
 
     pub async fn stop(self) {
@@ -147,6 +228,155 @@ impl TestGateway {
             .expect("gateway task")
             .expect("gateway serve");
     }
+}
+
+/// The variables a test gateway runs with: a free port, this test's topics, the test
+/// database.
+fn gateway_env(topics: &TestTopics) -> Vec<(String, String)> {
+    vec![
+        ("INGEST_GATEWAY_ADDR".into(), "127.0.0.1:0".into()),
+        ("KAFKA_BROKERS".into(), kafka_brokers()),
+        ("DATABASE_URL".into(), database_url()),
+        ("INGEST_TOPIC_PREFIX".into(), topics.prefix.clone()),
+        ("INGEST_LOG_FORMAT".into(), "pretty".into()),
+    ]
+}
+
+/// The URL of a stream endpoint under `base_url`.
+pub fn stream_url(base_url: &str, project: &str, datasource: &str, endpoint: &str) -> String {
+    format!("{base_url}/v1/project/{project}/datasource/{datasource}/stream/{endpoint}")
+}
+
+/// A gateway running as its own operating-system process (the real binary), for
+/// tests about several instances sharing state through the database.
+pub struct GatewayProcess {
+    pub base_url: String,
+    child: std::process::Child,
+}
+
+impl GatewayProcess {
+    /// Starts `binary` (the crate's `CARGO_BIN_EXE_ingest-gateway`) and waits until it serves.
+    pub async fn spawn(binary: &str, topics: &TestTopics, extra: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut command = std::process::Command::new(binary);
+        for (k, v) in gateway_env(topics) {
+            command.env(k, v);
+        }
+        command.env("INGEST_GATEWAY_ADDR", format!("127.0.0.1:{port}"));
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the gateway binary");
+        let base_url = format!("http://127.0.0.1:{port}");
+        let health = format!("{base_url}/healthz");
+        wait_for(
+            "the gateway process to serve",
+            Duration::from_secs(30),
+            || async {
+                reqwest::get(&health)
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            },
+        )
+        .await;
+        Self { base_url, child }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy in front of PostgreSQL whose connections a test can cut and restore,
+/// to make the database unreachable for one component without stopping it for others.
+pub struct CuttableProxy {
+    pub port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl CuttableProxy {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let generation = std::sync::Arc::new(generation);
+        let (accept_open, accept_generation) = (open.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accept_open.load(Ordering::Acquire) {
+                    continue; // dropped: connection refused in effect
+                }
+                let mut cut = accept_generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            open,
+            generation,
+        }
+    }
+
+    /// The database URL through this proxy.
+    pub fn database_url(&self) -> String {
+        let url = database_url();
+        let at = url
+            .rfind('@')
+            .map(|i| i + 1)
+            .unwrap_or(url.find("://").unwrap() + 3);
+        let slash = url[at..].find('/').map(|i| at + i).unwrap_or(url.len());
+        format!("{}127.0.0.1:{}{}", &url[..at], self.port, &url[slash..])
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::Release);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// The address of the test database's server.
+pub fn database_addr() -> std::net::SocketAddr {
+    let url = database_url();
+    let at = url
+        .rfind('@')
+        .map(|i| i + 1)
+        .unwrap_or(url.find("://").unwrap() + 3);
+    let host_port = url[at..].split('/').next().unwrap();
+    use std::net::ToSocketAddrs;
+    host_port
+        .to_socket_addrs()
+        .expect("database address")
+        .next()
+        .expect("database address")
 }
 
 /// A real worker consuming `topics` in its own consumer group.

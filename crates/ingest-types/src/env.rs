@@ -57,6 +57,20 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +84,14 @@ mod tests {
         assert!(err.to_string().contains("invalid value for N"));
         assert_eq!(vars.log_format().unwrap(), LogFormat::Json);
         assert_eq!(vars.optional("M"), None);
+    }
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_password("postgres://u:pw@h:1/db"),
+            "postgres://u:***@h:1/db"
+        );
+        assert_eq!(redact_password("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

@@ -107,7 +107,10 @@ impl std::str::FromStr for Endpoint {
             .find(|e| e.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = Endpoint::ALL.iter().map(|e| e.as_str()).collect();
-                format!("unknown endpoint {s:?} (expected one of: {})", names.join(", "))
+                format!(
+                    "unknown endpoint {s:?} (expected one of: {})",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -141,7 +144,11 @@ mod tests {
         assert!(!is_well_formed_token(&good[1..]));
         assert!(!is_well_formed_token(&format!("{good}0")));
         assert!(!is_well_formed_token(&good.to_uppercase()));
-        assert!(!is_well_formed_token(&format!("{}{}", TOKEN_PREFIX, "g".repeat(64))));
+        assert!(!is_well_formed_token(&format!(
+            "{}{}",
+            TOKEN_PREFIX,
+            "g".repeat(64)
+        )));
     }
 
     #[test]
@@ -153,6 +160,9 @@ mod tests {
         for e in Endpoint::ALL {
             assert_eq!(e.as_str().parse::<Endpoint>(), Ok(e));
         }
-        assert!("nope".parse::<Endpoint>().unwrap_err().contains("contacts_delete"));
+        assert!("nope"
+            .parse::<Endpoint>()
+            .unwrap_err()
+            .contains("contacts_delete"));
     }
 }

@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ingest_types::env::Vars;
+use ingest_types::env::{redact_password, Vars};
 pub use ingest_types::env::{ConfigError, LogFormat};
 use ingest_types::Topics;
 
@@ -84,20 +84,6 @@ impl Config {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-fn redact_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,7 +98,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_zero_batch_and_redacts_password() {
+    fn rejects_zero_batch() {
         assert!(Config::from_lookup(
             |n| (n == "INGEST_WORKER_BATCH_MAX_MESSAGES").then(|| "0".into())
         )

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ingest_testkit::{migrated_pool, unique, wait_for, TestGateway, TestTopics, TestWorker};
+use ingest_testkit::{migrated_pool, wait_for, Tenant, TestGateway, TestTopics, TestWorker};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -11,7 +11,8 @@ async fn a_posted_batch_lands_in_postgres_once_however_often_it_is_sent() {
     let topics = TestTopics::create(4).await;
     let gateway = TestGateway::spawn(&topics, &[]).await;
     let worker = TestWorker::spawn(&topics, &[]).await;
-    let project = unique("e2e");
+    let tenant = Tenant::create(&pool).await;
+    let project = tenant.project.clone();
     let client = reqwest::Client::new();
 
     let contacts = json!([
@@ -29,7 +30,7 @@ async fn a_posted_batch_lands_in_postgres_once_however_often_it_is_sent() {
     for _ in 0..3 {
         let response = client
             .post(gateway.stream_url(&project, "web", "contacts"))
-            .bearer_auth(&gateway.token)
+            .bearer_auth(&tenant.token)
             .json(&contacts)
             .send()
             .await
@@ -45,7 +46,7 @@ async fn a_posted_batch_lands_in_postgres_once_however_often_it_is_sent() {
         );
         let response = client
             .post(gateway.stream_url(&project, "web", "events"))
-            .bearer_auth(&gateway.token)
+            .bearer_auth(&tenant.token)
             .json(&events)
             .send()
             .await
@@ -55,7 +56,7 @@ async fn a_posted_batch_lands_in_postgres_once_however_often_it_is_sent() {
     // Then a later update for USER-1 that removes `plan`.
     let response = client
         .post(gateway.stream_url(&project, "web", "contacts"))
-        .bearer_auth(&gateway.token)
+        .bearer_auth(&tenant.token)
         .json(&json!([{"_user_id": "USER-1", "plan": null, "score": 7}]))
         .send()
         .await
