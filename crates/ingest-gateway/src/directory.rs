@@ -98,8 +98,11 @@ struct Inner {
     /// Bumped whenever the listener connects or disconnects.
     generation: AtomicU64,
     listening: AtomicBool,
-    /// Bumped on every notification; a read that raced one is not cached.
+    /// Bumped on every notification.
     invalidations: AtomicU64,
+    /// Notification payload → the `invalidations` value when it last arrived, so a
+    /// read that raced a change to *its own* key is not cached.
+    recent: Cache<String, u64>,
 }
 
 impl Directory {
@@ -118,6 +121,10 @@ impl Directory {
                 generation: AtomicU64::new(0),
                 listening: AtomicBool::new(false),
                 invalidations: AtomicU64::new(0),
+                recent: Cache::builder()
+                    .max_capacity(capacity)
+                    .time_to_live(Duration::from_secs(60))
+                    .build(),
             }),
         }
     }
@@ -168,7 +175,8 @@ impl Directory {
 
     async fn token(&self, hash: [u8; 32]) -> Result<Option<TokenRecord>, AuthError> {
         let pool = self.inner.pool.clone();
-        self.cached(&self.inner.tokens, hash, "token", move |hash| async move {
+        let marker = format!("token:{}", hex::encode(hash));
+        self.cached(&self.inner.tokens, hash, marker, "token", move |hash| async move {
             let row: Option<(String, Option<String>, bool)> = sqlx::query_as(
                 "SELECT project, datasource, revoked_at IS NOT NULL FROM api_tokens WHERE secret_hash = $1",
             )
@@ -191,7 +199,8 @@ impl Directory {
     ) -> Result<Option<Limits>, AuthError> {
         let pool = self.inner.pool.clone();
         let key = (project.to_owned(), datasource.to_owned());
-        self.cached(&self.inner.datasources, key, "datasource", move |(project, datasource)| async move {
+        let marker = format!("datasource:{project}/{datasource}");
+        self.cached(&self.inner.datasources, key, marker, "datasource", move |(project, datasource)| async move {
             let exists: Option<bool> = sqlx::query_scalar(
                 "SELECT true FROM datasources WHERE project = $1 AND id = $2",
             )
@@ -221,11 +230,13 @@ impl Directory {
     }
 
     /// A cached value when it is trustworthy, else a fresh read; a stale value when the
-    /// database is unreachable; `Unavailable` when there is neither.
+    /// database is unreachable; `Unavailable` when there is neither. `marker` is the
+    /// notification payload that announces a change to this key.
     async fn cached<K, V, F, Fut>(
         &self,
         cache: &Cache<K, Cached<V>>,
         key: K,
+        marker: String,
         kind: &'static str,
         load: F,
     ) -> Result<V, AuthError>
@@ -244,10 +255,16 @@ impl Directory {
             }
         }
         metrics::counter!(AUTH_CACHE_MISSES_TOTAL, "kind" => kind).increment(1);
-        let invalidations = self.inner.invalidations.load(Ordering::Acquire);
+        let started = self.inner.invalidations.load(Ordering::Acquire);
         match load(key.clone()).await {
             Ok(value) => {
-                if self.inner.invalidations.load(Ordering::Acquire) == invalidations {
+                let raced = self
+                    .inner
+                    .recent
+                    .get(&marker)
+                    .await
+                    .is_some_and(|at| at > started);
+                if !raced {
                     cache
                         .insert(
                             key,
@@ -323,7 +340,8 @@ impl Directory {
     }
 
     async fn invalidate(&self, payload: &str) {
-        self.inner.invalidations.fetch_add(1, Ordering::AcqRel);
+        let epoch = self.inner.invalidations.fetch_add(1, Ordering::AcqRel) + 1;
+        self.inner.recent.insert(payload.to_owned(), epoch).await;
         if let Some(hex) = payload.strip_prefix("token:") {
             match hex::decode(hex)
                 .ok()
