@@ -69,16 +69,27 @@ cargo build --locked --release -p ingest-gateway -p ingest-worker -p ingestctl
 say "migrating"
 "$BIN_DIR/ingestctl" migrate
 
-# Until tenancy lands, the gateway accepts one development token, generated once here.
-token_file="$STACK_DIR/dev-token"
-if [ ! -s "$token_file" ]; then
-  (umask 077; printf 'dev_%s\n' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$token_file")
+# A demo project, datasource and token, created once with the operator CLI. The token's
+# secret is shown only once by `ingestctl token create`, so it is kept (mode 600) in
+# the data dir to print again on later runs.
+ctl="$BIN_DIR/ingestctl"
+if ! "$ctl" --json project list | grep -q '"id": "demo"'; then
+  "$ctl" project create demo
 fi
-INGEST_DEV_TOKEN="$(cat "$token_file")"
+if ! "$ctl" --json datasource list demo | grep -q '"id": "web"'; then
+  "$ctl" datasource create demo web
+fi
+token_file="$STACK_DIR/demo-token"
+if [ ! -s "$token_file" ]; then
+  secret="$("$ctl" --json token create demo --datasource web --name "scripts/run.sh demo" \
+    | sed -n 's/.*"secret": *"\(ingk_[0-9a-f]*\)".*/\1/p')"
+  [ -n "$secret" ] || die "could not create the demo token"
+  (umask 077; printf '%s\n' "$secret" >"$token_file")
+fi
+DEMO_TOKEN="$(cat "$token_file")"
 
 stop_service ingest-gateway
 stop_service ingest-worker
-export INGEST_DEV_TOKEN
 export INGEST_GATEWAY_ADDR="127.0.0.1:$GATEWAY_PORT"
 export INGEST_WORKER_ADDR="127.0.0.1:$WORKER_PORT"
 start_service ingest-worker "http://127.0.0.1:$WORKER_PORT/readyz"
@@ -94,12 +105,13 @@ The pipeline is running:
 Send a first batch:
 
   curl -i -X POST http://127.0.0.1:$GATEWAY_PORT/v1/project/demo/datasource/web/stream/contacts \\
-    -H 'Authorization: Bearer $INGEST_DEV_TOKEN' -H 'Content-Type: application/json' \\
+    -H 'Authorization: Bearer $DEMO_TOKEN' -H 'Content-Type: application/json' \\
     -d '[{"_user_id": "USER-1", "_email": "ada@example.com", "plan": "pro"}, {"_email": "no-user-id@example.com"}]'
 
 and see it in PostgreSQL:
 
   psql "$DATABASE_URL" -c 'SELECT * FROM contacts'
 
+Manage projects, datasources, limits and tokens: $ctl --help
 Stop: scripts/run.sh stop && scripts/stack.sh down
 MSG

@@ -110,13 +110,13 @@ mod tests {
     }
 
     #[test]
-    fn bad_values_name_the_variable_and_token_is_redacted() {
+    fn bad_values_name_the_variable_and_password_is_redacted() {
         let err = config(&[("INGEST_PUBLISH_TIMEOUT_MS", "soon")]).unwrap_err();
         assert!(
             err.to_string().contains("INGEST_PUBLISH_TIMEOUT_MS"),
             "{err}"
         );
-        let c = config(&[("INGEST_DEV_TOKEN", "s3cret")]).unwrap();
+        let c = config(&[("DATABASE_URL", "postgres://u:s3cret@h/db")]).unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
     }
 }
