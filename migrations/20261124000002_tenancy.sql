@@ -56,18 +56,40 @@ CREATE TABLE rate_limit_windows (
 -- Every change that can alter an authentication or limit decision is announced on the
 -- channel `ingest_tenancy`, whoever makes it (ingestctl or plain SQL), so gateways drop
 -- what they cached within moments.
+CREATE FUNCTION ingest_tenancy_key(tbl text, r record) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    IF tbl = 'api_tokens' THEN
+        RETURN 'token:' || encode(r.secret_hash, 'hex');
+    ELSIF tbl = 'datasources' THEN
+        RETURN 'datasource:' || r.project || '/' || r.id;
+    ELSE -- rate_limits
+        RETURN 'datasource:' || r.project || '/' || r.datasource;
+    END IF;
+END $$;
+
 CREATE FUNCTION ingest_notify_tenancy() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    r record;
+    old_key text;
+    new_key text;
 BEGIN
-    IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
-    IF TG_TABLE_NAME = 'api_tokens' THEN
-        PERFORM pg_notify('ingest_tenancy', 'token:' || encode(r.secret_hash, 'hex'));
-    ELSIF TG_TABLE_NAME = 'datasources' THEN
-        PERFORM pg_notify('ingest_tenancy', 'datasource:' || r.project || '/' || r.id);
-    ELSIF TG_TABLE_NAME = 'rate_limits' THEN
-        PERFORM pg_notify('ingest_tenancy', 'datasource:' || r.project || '/' || r.datasource);
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        old_key := ingest_tenancy_key(TG_TABLE_NAME, OLD);
+        PERFORM pg_notify('ingest_tenancy', old_key);
     END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        new_key := ingest_tenancy_key(TG_TABLE_NAME, NEW);
+        -- An UPDATE that changed the key announces both the old and the new one.
+        IF new_key IS DISTINCT FROM old_key THEN
+            PERFORM pg_notify('ingest_tenancy', new_key);
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- TRUNCATE fires no row triggers: tell gateways to drop everything.
+CREATE FUNCTION ingest_notify_tenancy_reset() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('ingest_tenancy', 'reset');
     RETURN NULL;
 END $$;
 
@@ -77,3 +99,9 @@ CREATE TRIGGER datasources_notify AFTER INSERT OR UPDATE OR DELETE ON datasource
     FOR EACH ROW EXECUTE FUNCTION ingest_notify_tenancy();
 CREATE TRIGGER rate_limits_notify AFTER INSERT OR UPDATE OR DELETE ON rate_limits
     FOR EACH ROW EXECUTE FUNCTION ingest_notify_tenancy();
+CREATE TRIGGER api_tokens_reset AFTER TRUNCATE ON api_tokens
+    FOR EACH STATEMENT EXECUTE FUNCTION ingest_notify_tenancy_reset();
+CREATE TRIGGER datasources_reset AFTER TRUNCATE ON datasources
+    FOR EACH STATEMENT EXECUTE FUNCTION ingest_notify_tenancy_reset();
+CREATE TRIGGER rate_limits_reset AFTER TRUNCATE ON rate_limits
+    FOR EACH STATEMENT EXECUTE FUNCTION ingest_notify_tenancy_reset();

@@ -5,17 +5,21 @@
 //! cache entries as soon as a notification arrives (typically milliseconds), so a
 //! revocation reaches every gateway well within 5 seconds. A cached entry is trusted
 //! only while the listener is connected and has been since the entry was read
-//! (tracked by a generation number bumped on every connect and disconnect); otherwise
-//! the database is asked again.
+//! (tracked by a generation number bumped on every connect and disconnect), and for
+//! at most [`TRUST_FOR`]; otherwise the database is asked again. The listener proves it
+//! is alive by receiving its own pings (sent through the pool every
+//! [`PING_EVERY`]); one that misses them for [`PING_DEADLINE`] is replaced, so a
+//! silently dead connection cannot keep stale entries trusted.
 //!
-//! Database outage. When PostgreSQL cannot be reached, entries read earlier (up to
-//! `INGEST_AUTH_MAX_STALENESS_SECS` old) keep being honoured, so known producers keep
+//! Database outage. When PostgreSQL cannot be reached (connection errors or time-outs,
+//! not query errors), entries read earlier (up to `INGEST_AUTH_MAX_STALENESS_SECS` old)
+//! keep being honoured, so known producers keep
 //! writing; a token or datasource never seen before cannot be checked and the request
 //! gets 503 with `Retry-After` (not 401: the token may well be valid).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ingest_types::tenancy::{
     hash_token, is_valid_id, is_well_formed_token, Endpoint, DEFAULT_REQUESTS_PER_MINUTE,
@@ -29,6 +33,16 @@ use crate::metrics::AUTH_CACHE_MISSES_TOTAL;
 
 /// The notification channel written by the tenancy triggers (see migrations).
 const CHANNEL: &str = "ingest_tenancy";
+/// Longest a cached entry is used without asking the database again.
+pub const TRUST_FOR: Duration = Duration::from_secs(60);
+/// How often the listener's liveness is checked with a ping through the pool.
+pub const PING_EVERY: Duration = Duration::from_secs(2);
+/// A listener that has not received its own ping for this long is replaced.
+pub const PING_DEADLINE: Duration = Duration::from_secs(6);
+/// Longest a look-up may take before a cached entry stands in for it.
+const LOOKUP_TIMEOUT_WITH_FALLBACK: Duration = Duration::from_millis(500);
+/// Longest a look-up may take when nothing cached could stand in.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq)]
 struct TokenRecord {
@@ -77,13 +91,51 @@ pub enum AuthError {
     #[error("project or datasource not found")]
     NotFound,
     #[error("cannot check the token: the tenancy database is unreachable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] LookupError),
+    #[error("tenancy look-up failed")]
+    Lookup(#[source] sqlx::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("the tenancy database did not answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+impl LookupError {
+    /// Whether the database could not be reached at all (as opposed to a query failing):
+    /// only then may a cached entry stand in.
+    fn is_unreachable(&self) -> bool {
+        match self {
+            LookupError::TimedOut(_) => true,
+            LookupError::Database(err) => matches!(
+                err,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            ),
+        }
+    }
+}
+
+/// A listener on [`CHANNEL`] that reports a lost connection at once instead of
+/// reconnecting inside `try_recv`: the caller reconnects and bumps the generation.
+async fn connect_listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.eager_reconnect(false);
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
 }
 
 #[derive(Clone)]
 struct Cached<T> {
     value: T,
     generation: u64,
+    fetched_at: Instant,
 }
 
 #[derive(Clone)]
@@ -103,6 +155,9 @@ struct Inner {
     /// Notification payload → the `invalidations` value when it last arrived, so a
     /// read that raced a change to *its own* key is not cached.
     recent: Cache<String, u64>,
+    /// This instance's ping payload, and when the listener last received it.
+    ping: String,
+    last_ping: std::sync::Mutex<Instant>,
 }
 
 impl Directory {
@@ -125,6 +180,8 @@ impl Directory {
                     .max_capacity(capacity)
                     .time_to_live(Duration::from_secs(60))
                     .build(),
+                ping: format!("ping:{}", uuid::Uuid::new_v4().simple()),
+                last_ping: std::sync::Mutex::new(Instant::now()),
             }),
         }
     }
@@ -138,12 +195,14 @@ impl Directory {
     ) -> Result<Authorized, AuthError> {
         let header =
             authorization.ok_or(AuthError::Unauthenticated("missing Authorization header"))?;
+        // The scheme is case-insensitive (RFC 7235).
         let token = header
-            .strip_prefix("Bearer ")
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or(AuthError::Unauthenticated(
                 "Authorization must be 'Bearer <token>'",
-            ))?
-            .trim();
+            ))?;
         if !is_well_formed_token(token) {
             return Err(AuthError::Unauthenticated("malformed token"));
         }
@@ -246,44 +305,59 @@ impl Directory {
         F: FnOnce(K) -> Fut,
         Fut: std::future::Future<Output = Result<V, sqlx::Error>>,
     {
-        let generation = self.inner.generation.load(Ordering::Acquire);
-        let listening = self.inner.listening.load(Ordering::Acquire);
+        // `listening` first: right after a reconnect, an entry of the old generation
+        // must not pass as current.
+        let listening = self.inner.listening.load(Ordering::SeqCst);
+        let generation = self.inner.generation.load(Ordering::SeqCst);
         let cached = cache.get(&key).await;
         if let Some(entry) = &cached {
-            if listening && entry.generation == generation {
+            if listening && entry.generation == generation && entry.fetched_at.elapsed() < TRUST_FOR
+            {
                 return Ok(entry.value.clone());
             }
         }
         metrics::counter!(AUTH_CACHE_MISSES_TOTAL, "kind" => kind).increment(1);
-        let started = self.inner.invalidations.load(Ordering::Acquire);
-        match load(key.clone()).await {
+        let started = self.inner.invalidations.load(Ordering::SeqCst);
+        let timeout = if cached.is_some() {
+            LOOKUP_TIMEOUT_WITH_FALLBACK
+        } else {
+            LOOKUP_TIMEOUT
+        };
+        let loaded = match tokio::time::timeout(timeout, load(key.clone())).await {
+            Ok(result) => result.map_err(LookupError::from),
+            Err(_) => Err(LookupError::TimedOut(timeout)),
+        };
+        match loaded {
             Ok(value) => {
+                let entry = Cached {
+                    value: value.clone(),
+                    generation,
+                    fetched_at: Instant::now(),
+                };
+                cache.insert(key.clone(), entry).await;
+                // Insert first, then look for a change to this key that arrived since the
+                // read began: the listener records before it evicts, so one side always
+                // sees the other and a stale read never stays cached.
                 let raced = self
                     .inner
                     .recent
                     .get(&marker)
                     .await
                     .is_some_and(|at| at > started);
-                if !raced {
-                    cache
-                        .insert(
-                            key,
-                            Cached {
-                                value: value.clone(),
-                                generation,
-                            },
-                        )
-                        .await;
+                if raced {
+                    cache.invalidate(&key).await;
                 }
                 Ok(value)
             }
-            Err(err) => match cached {
+            Err(err) if err.is_unreachable() => match cached {
                 Some(stale) => {
                     tracing::warn!(error = %err, kind, "tenancy database unreachable; using the cached entry");
                     Ok(stale.value)
                 }
                 None => Err(AuthError::Unavailable(err)),
             },
+            Err(LookupError::Database(err)) => Err(AuthError::Lookup(err)),
+            Err(err) => Err(AuthError::Unavailable(err)),
         }
     }
 
@@ -293,32 +367,36 @@ impl Directory {
         let inner = &self.inner;
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
-            let mut listener = match PgListener::connect_with(&inner.pool).await {
-                Ok(mut listener) => match listener.listen(CHANNEL).await {
-                    Ok(()) => listener,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot LISTEN for tenancy changes");
-                        self.wait(&shutdown, &mut backoff).await;
-                        continue;
-                    }
-                },
+            let mut listener = match connect_listener(&inner.pool).await {
+                Ok(listener) => listener,
                 Err(err) => {
-                    tracing::warn!(error = %err, "cannot connect the tenancy listener");
+                    tracing::warn!(error = %err, "cannot LISTEN for tenancy changes");
                     self.wait(&shutdown, &mut backoff).await;
                     continue;
                 }
             };
             // Anything cached before this point may have missed a notification.
-            inner.generation.fetch_add(1, Ordering::AcqRel);
-            inner.listening.store(true, Ordering::Release);
+            *inner.last_ping.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            inner.generation.fetch_add(1, Ordering::SeqCst);
+            inner.listening.store(true, Ordering::SeqCst);
             backoff = Duration::from_millis(100);
             tracing::info!("listening for tenancy changes");
             loop {
+                let last_ping = *inner.last_ping.lock().unwrap_or_else(|e| e.into_inner());
+                let deadline = tokio::time::Instant::from_std(last_ping + PING_DEADLINE);
                 let received = tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::warn!("tenancy listener missed its pings; replacing it");
+                        break;
+                    }
                     received = listener.try_recv() => received,
                 };
                 match received {
+                    Ok(Some(notification)) if notification.payload() == inner.ping => {
+                        *inner.last_ping.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                    }
+                    Ok(Some(notification)) if notification.payload().starts_with("ping:") => {}
                     Ok(Some(notification)) => self.invalidate(notification.payload()).await,
                     Ok(None) | Err(_) => {
                         tracing::warn!("tenancy listener lost its connection; reconnecting");
@@ -326,8 +404,31 @@ impl Directory {
                     }
                 }
             }
-            inner.listening.store(false, Ordering::Release);
-            inner.generation.fetch_add(1, Ordering::AcqRel);
+            inner.listening.store(false, Ordering::SeqCst);
+            inner.generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Until `shutdown`, sends this instance's ping on the channel every [`PING_EVERY`]
+    /// through the pool; the listener checks it comes back.
+    pub async fn ping_listener(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(PING_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let sent = tokio::time::timeout(
+                PING_EVERY,
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(&self.inner.ping)
+                    .execute(&self.inner.pool),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(_))) {
+                tracing::debug!("tenancy ping could not be sent");
+            }
         }
     }
 
@@ -340,7 +441,7 @@ impl Directory {
     }
 
     async fn invalidate(&self, payload: &str) {
-        let epoch = self.inner.invalidations.fetch_add(1, Ordering::AcqRel) + 1;
+        let epoch = self.inner.invalidations.fetch_add(1, Ordering::SeqCst) + 1;
         self.inner.recent.insert(payload.to_owned(), epoch).await;
         if let Some(hex) = payload.strip_prefix("token:") {
             match hex::decode(hex)
@@ -359,10 +460,12 @@ impl Directory {
                 .invalidate(&(project.to_owned(), datasource.to_owned()))
                 .await;
         } else {
-            tracing::warn!(
-                payload,
-                "unknown tenancy notification; dropping every cached entry"
-            );
+            if payload != "reset" {
+                tracing::warn!(
+                    payload,
+                    "unknown tenancy notification; dropping every cached entry"
+                );
+            }
             self.inner.tokens.invalidate_all();
             self.inner.datasources.invalidate_all();
         }

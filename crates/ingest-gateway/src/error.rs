@@ -27,7 +27,7 @@ pub enum ApiError {
     #[error("rate limit exceeded")]
     RateLimited { retry_after: u64 },
     #[error("cannot check the token right now; retry shortly")]
-    AuthUnavailable(#[source] sqlx::Error),
+    AuthUnavailable(#[source] crate::directory::LookupError),
     #[error("the message broker could not take the batch in time")]
     Unavailable {
         retry_after: Duration,
@@ -71,6 +71,11 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { .. } => status.into_response(),
             _ => (status, Json(self.body())).into_response(),
         };
+        if let ApiError::Unauthorized(_) = &self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
@@ -91,12 +96,17 @@ impl ApiError {
     }
 }
 
-impl From<AuthError> for ApiError {
-    fn from(err: AuthError) -> Self {
+impl ApiError {
+    /// The answer for a failed authorization; `request_id` goes into a 500's body.
+    pub fn from_auth(err: AuthError, request_id: String) -> Self {
         match err {
             AuthError::Unauthenticated(message) => ApiError::Unauthorized(message),
             AuthError::NotFound => ApiError::NotFound,
             AuthError::Unavailable(source) => ApiError::AuthUnavailable(source),
+            AuthError::Lookup(source) => ApiError::Internal {
+                request_id,
+                source: source.into(),
+            },
         }
     }
 }

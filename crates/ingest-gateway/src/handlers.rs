@@ -108,7 +108,7 @@ where
         .await
     {
         Ok(auth) => auth,
-        Err(err) => return ApiError::from(err).into_response(),
+        Err(err) => return ApiError::from_auth(err, request_id(headers)).into_response(),
     };
     let decision = state
         .limiter

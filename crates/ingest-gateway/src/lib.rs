@@ -103,6 +103,7 @@ impl Application {
         let limiter = RateLimiter::new(pool);
         let background = CancellationToken::new();
         tokio::spawn(directory.clone().listen_for_changes(background.clone()));
+        tokio::spawn(directory.clone().ping_listener(background.clone()));
         tokio::spawn(limiter.clone().clean_up_periodically(background.clone()));
         let state = AppState {
             config: Arc::new(config),

@@ -10,12 +10,16 @@
 //! `(instances - 1) × (chunk - 1)` requests per window, where `chunk` is
 //! `clamp(limit / 50, 1, 100)` (12 for the default 600/min). One instance is exact.
 //!
-//! If PostgreSQL cannot be reached, each instance enforces the limit on its own counts
-//! for the rest of the window (fail open per instance: up to `instances × limit`).
+//! Once the window's quota is all leased, an instance refuses locally (no database
+//! write per refused request) until the window or the limit changes.
+//!
+//! If PostgreSQL cannot be reached (or does not answer within 500 ms), the instance
+//! counts locally against the whole limit and asks the database again after 2 s
+//! (fail open per instance: up to `instances × limit` in such a window).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, HeaderValue};
 use chrono::DateTime;
@@ -26,6 +30,10 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::RATE_LIMIT_DB_ERRORS_TOTAL;
 
 const WINDOW_SECS: u64 = 60;
+/// Longest a quota reservation may take before the instance counts locally.
+const RESERVE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long the instance counts locally after a failed reservation.
+const LOCAL_ONLY_FOR: Duration = Duration::from_secs(2);
 
 /// The outcome for one request, with what the `X-RateLimit-*` headers report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +70,10 @@ struct Lease {
     requested_total: u64,
     /// Requests this instance admitted in the window (used when the database is down).
     admitted: u64,
-    /// The database could not be reached in this window: count locally.
-    local_only: bool,
+    /// The database could not be reached: count locally until then.
+    local_only_until: Option<Instant>,
+    /// Every request of the window at this limit has been leased: refuse locally.
+    exhausted_at_limit: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -88,9 +98,6 @@ impl RateLimiter {
         endpoint: Endpoint,
         limit: u32,
     ) -> Decision {
-        let now = unix_now();
-        let window = now - now % WINDOW_SECS;
-        let reset = window + WINDOW_SECS;
         let lease = {
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
             leases
@@ -100,41 +107,49 @@ impl RateLimiter {
         };
         // One lease per key: concurrent requests for the same key wait for one reservation.
         let mut lease = lease.lock().await;
+        // The clock is read under the lock, and windows only move forward.
+        let now = unix_now();
+        let window = (now - now % WINDOW_SECS).max(lease.window);
         if lease.window != window {
             *lease = Lease {
                 window,
                 ..Lease::default()
             };
         }
+        let reset = window + WINDOW_SECS;
         let limit64 = u64::from(limit);
-        if lease.unused == 0 && !lease.local_only {
+        let local_only = lease
+            .local_only_until
+            .is_some_and(|until| Instant::now() < until);
+        let exhausted = lease.exhausted_at_limit == Some(limit);
+        if lease.unused == 0 && !local_only && !exhausted {
             let chunk = chunk_for(limit);
-            match self
-                .reserve(project, datasource, endpoint, window, chunk)
-                .await
-            {
-                Ok(total) => {
+            let reserved = tokio::time::timeout(
+                RESERVE_TIMEOUT,
+                self.reserve(project, datasource, endpoint, window, chunk),
+            )
+            .await;
+            match reserved {
+                Ok(Ok(total)) => {
                     let before = total.saturating_sub(chunk);
                     lease.unused += chunk.min(limit64.saturating_sub(before));
                     lease.requested_total = total;
+                    lease.local_only_until = None;
+                    lease.exhausted_at_limit = (total >= limit64).then_some(limit);
                 }
-                Err(err) => {
-                    metrics::counter!(RATE_LIMIT_DB_ERRORS_TOTAL).increment(1);
-                    tracing::warn!(error = %err, "rate-limit database unreachable; limiting on this instance's counts for this window");
-                    lease.local_only = true;
-                }
+                Ok(Err(err)) => self.count_locally(&mut lease, &err.to_string()),
+                Err(_) => self.count_locally(&mut lease, "timed out"),
             }
         }
-        let allowed = if lease.local_only {
-            lease.admitted < limit64
-        } else {
-            lease.unused > 0
-        };
+        let local_only = lease
+            .local_only_until
+            .is_some_and(|until| Instant::now() < until);
+        let allowed = lease.unused > 0 || (local_only && lease.admitted < limit64);
         if allowed {
             lease.admitted += 1;
             lease.unused = lease.unused.saturating_sub(1);
         }
-        let remaining = if lease.local_only {
+        let remaining = if local_only {
             limit64.saturating_sub(lease.admitted)
         } else {
             limit64.saturating_sub(lease.requested_total) + lease.unused
@@ -145,6 +160,15 @@ impl RateLimiter {
             remaining,
             reset,
         }
+    }
+
+    fn count_locally(&self, lease: &mut Lease, reason: &str) {
+        metrics::counter!(RATE_LIMIT_DB_ERRORS_TOTAL).increment(1);
+        tracing::warn!(
+            reason,
+            "rate-limit quota reservation failed; counting locally for a moment"
+        );
+        lease.local_only_until = Some(Instant::now() + LOCAL_ONLY_FOR);
     }
 
     /// Adds `chunk` to the window's requested total and returns the new total.
@@ -187,7 +211,12 @@ impl RateLimiter {
             self.leases
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, lease| lease.try_lock().map_or(true, |l| l.window >= current));
+                // Only leases nobody holds or waits for: a request that cloned a lease
+                // must not end up with one the map no longer knows.
+                .retain(|_, lease| {
+                    Arc::strong_count(lease) > 1
+                        || lease.try_lock().map_or(true, |l| l.window >= current)
+                });
             if let Err(err) = sqlx::query(
                 "DELETE FROM rate_limit_windows WHERE window_start < now() - interval '10 minutes'",
             )

@@ -42,6 +42,7 @@ async fn every_authentication_row_of_the_contract() {
     // 401: missing header, not Bearer, malformed, unknown, revoked.
     let response = post_contact(&client, &web, None).await;
     assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert_eq!(message(response).await, "missing Authorization header");
     let response = client
         .post(&web)
@@ -117,6 +118,15 @@ async fn every_authentication_row_of_the_contract() {
             .status(),
         202
     );
+    // The scheme is case-insensitive.
+    let response = client
+        .post(&web)
+        .header("authorization", format!("bearer {}", tenant.token))
+        .json(&json!([{"_user_id": "u"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
 
     gateway.stop().await;
     topics.delete().await;
