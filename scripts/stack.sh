@@ -3,12 +3,13 @@
 # broker+controller in one JVM, jars from Maven Central) and a private
 # PostgreSQL cluster (Debian packages), both on 127.0.0.1 only.
 #
-# Usage: scripts/stack.sh up|down [--purge]|status|env
+# Usage: scripts/stack.sh up [kafka|postgres]|down [kafka|postgres] [--purge]|status|env
 #
-#   up      install missing tools, start both servers (if not running), ensure
-#           the Kafka topics and the `ingest` database exist. Idempotent.
-#   down    stop the processes this script started. --purge also deletes the
-#           data dir. Idempotent.
+#   up      install missing tools, start both servers (or just the one named) if
+#           not running, ensure the Kafka topics and the `ingest` database exist.
+#           Idempotent.
+#   down    stop the processes this script started (or just the one named).
+#           --purge also deletes the data dir. Idempotent.
 #   status  running/reachable per server; exit 0 if both are up, 3 otherwise.
 #   env     print `export ...` lines: eval "$(scripts/stack.sh env)"
 #
@@ -499,21 +500,27 @@ pg_up() {
 # ---------------------------------------------------------------------------
 cmd_up() {
   ensure_dirs
-  # Postgres first: it is quick, and Kafka's startup then overlaps nothing.
-  pg_up
-  kafka_up
+  case "${1:-all}" in
+    # Postgres first: it is quick, and Kafka's startup then overlaps nothing.
+    all) pg_up; kafka_up ;;
+    kafka) kafka_up ;;
+    postgres) pg_up ;;
+    *) die "usage: $0 up [kafka|postgres]" ;;
+  esac
   say "stack up. Use: eval \"\$($0 env)\""
 }
 
 cmd_down() {
-  local purge=0
-  case "${1:-}" in
-    "") ;;
-    --purge) purge=1 ;;
-    *) die "usage: $0 down [--purge]" ;;
-  esac
-  kafka_stop
-  pg_stop
+  local purge=0 only=all arg
+  for arg in "$@"; do
+    case "$arg" in
+      --purge) purge=1 ;;
+      kafka | postgres) only="$arg" ;;
+      *) die "usage: $0 down [kafka|postgres] [--purge]" ;;
+    esac
+  done
+  [ "$only" = postgres ] || kafka_stop
+  [ "$only" = kafka ] || pg_stop
   if [ "$purge" -eq 1 ] && [ -d "$DATA_DIR" ]; then
     # Guard against an INGEST_STACK_DIR that points somewhere precious.
     case "$DATA_DIR" in

@@ -2,6 +2,7 @@
 //! and publishing to [`crate::publish`], and maps failures through [`ApiError`].
 
 use std::future::Future;
+use std::io::Read;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -10,12 +11,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use flate2::read::MultiGzDecoder;
 use ingest_types::answer::ItemKind;
 use ingest_types::tenancy::Endpoint;
-use ingest_types::validate::{self, FieldErrors, ValidItem};
-use ingest_types::{BatchAnswer, Envelope, ItemOutcome, ENVELOPE_VERSION};
+use ingest_types::validate::{self, ValidItem};
+use ingest_types::{BatchAnswer, Envelope, ItemOutcome, Operation, ENVELOPE_VERSION};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::directory::Authorized;
@@ -148,13 +152,14 @@ async fn write_batch(
         },
         _ => ApiError::BadRequest(rejection.body_text()),
     })?;
+    let body = decode_body(headers, body)?;
     let items = parse_batch(&body)?;
     let request_id = request_id(headers);
 
     let mut outcomes = Vec::with_capacity(items.len());
     let mut envelopes = Vec::with_capacity(items.len());
-    for item in &items {
-        let result = validate_item(kind, item, received_at);
+    for raw in &items {
+        let (echo, result) = validate::check_raw(kind, raw, received_at, &auth.specs);
         let errors = match result {
             Ok(ValidItem { user_id, op }) => {
                 envelopes.push(Envelope {
@@ -170,7 +175,7 @@ async fn write_batch(
             }
             Err(errors) => Some(errors),
         };
-        outcomes.push(ItemOutcome::new(kind, validate::echo(item), errors));
+        outcomes.push(ItemOutcome::new(kind, echo, errors));
     }
     let answer = BatchAnswer::new(outcomes);
     let kind_label = kind_label(kind);
@@ -181,30 +186,245 @@ async fn write_batch(
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(answer)).into_response());
     }
 
-    let started = Instant::now();
-    let published = state.publisher.publish_all(&envelopes).await;
-    metrics::histogram!(PUBLISH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
-    if let Err(source) = published {
-        metrics::counter!(ITEMS_TOTAL, "kind" => kind_label, "outcome" => "unavailable")
-            .increment(envelopes.len() as u64);
-        return Err(ApiError::Unavailable {
-            retry_after: RETRY_AFTER,
-            source,
-        });
-    }
-    metrics::counter!(ITEMS_TOTAL, "kind" => kind_label, "outcome" => "accepted")
-        .increment(envelopes.len() as u64);
+    publish(state, &envelopes, kind_label).await?;
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
-fn validate_item(
-    kind: ItemKind,
-    item: &Value,
-    received_at: DateTime<Utc>,
-) -> Result<ValidItem, FieldErrors> {
-    match kind {
-        ItemKind::Contact => validate::contacts::validate(item),
-        ItemKind::Event => validate::events::validate(item, received_at),
+/// Publishes and waits for every acknowledgement; counts the items as accepted only then.
+async fn publish(
+    state: &AppState,
+    envelopes: &[Envelope],
+    kind_label: &'static str,
+) -> Result<(), ApiError> {
+    let started = Instant::now();
+    let published = state.publisher.publish_all(envelopes).await;
+    metrics::histogram!(PUBLISH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+    let outcome = if published.is_ok() {
+        "accepted"
+    } else {
+        "unavailable"
+    };
+    metrics::counter!(ITEMS_TOTAL, "kind" => kind_label, "outcome" => outcome)
+        .increment(envelopes.len() as u64);
+    published.map_err(|source| ApiError::Unavailable {
+        retry_after: RETRY_AFTER,
+        source,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventTypePath {
+    project: String,
+    datasource: String,
+    event_type: String,
+}
+
+/// `GET /stream/specs/attributes`: the reserved attributes, then the datasource's
+/// declared custom ones, by name.
+pub async fn get_attribute_specs(
+    State(state): State<AppState>,
+    Path(path): Path<StreamPath>,
+    headers: HeaderMap,
+) -> Response {
+    guarded(&state, &path, &headers, Endpoint::Specs, |auth| async move {
+        let reserved = validate::contacts::RESERVED_ATTRIBUTES.iter().map(|(name, data_type, required)| {
+            serde_json::json!({"name": name, "data_type": data_type, "multivalue": false,
+                               "max_values": null, "reserved": true, "required": required})
+        });
+        let mut custom: Vec<_> = auth.specs.attributes.iter().collect();
+        custom.sort_by(|a, b| a.0.cmp(b.0));
+        let custom = custom.into_iter().map(|(name, spec)| {
+            serde_json::json!({"name": name, "data_type": spec.data_type,
+                               "multivalue": spec.max_values.is_some(), "max_values": spec.max_values,
+                               "reserved": false, "required": false})
+        });
+        let attributes: Vec<Value> = reserved.chain(custom).collect();
+        Ok(Json(serde_json::json!({ "attributes": attributes })).into_response())
+    })
+    .await
+}
+
+/// `GET /stream/specs/events`: the declared event types, by name (empty: any type is accepted).
+pub async fn get_event_specs(
+    State(state): State<AppState>,
+    Path(path): Path<StreamPath>,
+    headers: HeaderMap,
+) -> Response {
+    guarded(
+        &state,
+        &path,
+        &headers,
+        Endpoint::Specs,
+        |auth| async move {
+            let mut names: Vec<&String> = auth.specs.event_types.keys().collect();
+            names.sort();
+            let event_types: Vec<Value> = names
+                .into_iter()
+                .map(|name| {
+                    let parameters = auth.specs.event_types[name].parameters.len();
+                    serde_json::json!({"name": name, "parameters": parameters})
+                })
+                .collect();
+            Ok(Json(serde_json::json!({ "event_types": event_types })).into_response())
+        },
+    )
+    .await
+}
+
+/// `GET /stream/specs/event-parameters/{event_type}`: the parameter specs of one declared
+/// event type; 404 when the type is not declared.
+pub async fn get_event_parameter_specs(
+    State(state): State<AppState>,
+    Path(EventTypePath {
+        project,
+        datasource,
+        event_type,
+    }): Path<EventTypePath>,
+    headers: HeaderMap,
+) -> Response {
+    let path = StreamPath {
+        project,
+        datasource,
+    };
+    guarded(
+        &state,
+        &path,
+        &headers,
+        Endpoint::Specs,
+        |auth| async move {
+            let spec = auth
+                .specs
+                .event_types
+                .get(&event_type)
+                .ok_or(ApiError::EventTypeNotDeclared)?;
+            let mut parameters: Vec<_> = spec.parameters.iter().collect();
+            parameters.sort_by(|a, b| a.0.cmp(b.0));
+            let parameters: Vec<Value> = parameters
+                .into_iter()
+                .map(|(name, p)| {
+                    serde_json::json!({"name": name, "data_type": p.data_type,
+                                   "multivalue": p.max_values.is_some(), "max_values": p.max_values,
+                                   "required": p.required})
+                })
+                .collect();
+            Ok(
+                Json(serde_json::json!({"event_type": event_type, "parameters": parameters}))
+                    .into_response(),
+            )
+        },
+    )
+    .await
+}
+
+/// `GET /stream`: a cheap token check; says what the token may do here.
+pub async fn get_stream(
+    State(state): State<AppState>,
+    Path(path): Path<StreamPath>,
+    headers: HeaderMap,
+) -> Response {
+    guarded(
+        &state,
+        &path,
+        &headers,
+        Endpoint::Stream,
+        |auth| async move {
+            let limits: serde_json::Map<String, Value> = Endpoint::ALL
+                .iter()
+                .map(|e| (e.as_str().to_owned(), Value::from(auth.limits.get(*e))))
+                .collect();
+            let body = serde_json::json!({
+                "project": auth.project,
+                "datasource": auth.datasource,
+                "token_scope": if auth.project_scope { "project" } else { "datasource" },
+                "rate_limits": limits,
+            });
+            Ok(Json(body).into_response())
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContactPath {
+    project: String,
+    datasource: String,
+    user_id: String,
+}
+
+/// `DELETE /stream/contacts/{user_id}`: published on the contacts topic with the same key
+/// as the user's upserts, so Kafka keeps it in order with them.
+pub async fn delete_contact(
+    State(state): State<AppState>,
+    Path(ContactPath {
+        project,
+        datasource,
+        user_id,
+    }): Path<ContactPath>,
+    headers: HeaderMap,
+) -> Response {
+    let path = StreamPath {
+        project,
+        datasource,
+    };
+    guarded(
+        &state,
+        &path,
+        &headers,
+        Endpoint::ContactsDelete,
+        |auth| async {
+            let echo = validate::Echo {
+                user_id: Some(user_id.clone()),
+                event_id: None,
+            };
+            if let Err(errors) = validate::check_user_id(&user_id) {
+                let answer = BatchAnswer::new(vec![ItemOutcome::new(
+                    ItemKind::Contact,
+                    echo,
+                    Some(errors),
+                )]);
+                return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(answer)).into_response());
+            }
+            let envelope = Envelope {
+                v: ENVELOPE_VERSION,
+                project: auth.project,
+                datasource: auth.datasource,
+                user_id,
+                received_at: Utc::now(),
+                request_id: request_id(&headers),
+                op: Operation::DeleteContact,
+            };
+            publish(&state, std::slice::from_ref(&envelope), "contact_delete").await?;
+            let answer = BatchAnswer::new(vec![ItemOutcome::new(ItemKind::Contact, echo, None)]);
+            Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+        },
+    )
+    .await
+}
+
+/// The request body, decompressed when `Content-Encoding: gzip`. Decompression stops
+/// one byte past [`MAX_BODY_BYTES`], so a small bomb costs at most that much memory.
+fn decode_body(headers: &HeaderMap, body: Bytes) -> Result<Bytes, ApiError> {
+    let encoding = headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(body),
+        Some("gzip") | Some("x-gzip") => {
+            let mut decoded = Vec::new();
+            MultiGzDecoder::new(&body[..])
+                .take(MAX_BODY_BYTES as u64 + 1)
+                .read_to_end(&mut decoded)
+                .map_err(|e| ApiError::BadRequest(format!("Body is not valid gzip: {e}")))?;
+            if decoded.len() > MAX_BODY_BYTES {
+                return Err(ApiError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                });
+            }
+            Ok(Bytes::from(decoded))
+        }
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "Unsupported Content-Encoding {other:?}: send gzip or no encoding"
+        ))),
     }
 }
 
@@ -215,12 +435,16 @@ fn kind_label(kind: ItemKind) -> &'static str {
     }
 }
 
-fn parse_batch(body: &[u8]) -> Result<Vec<Value>, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("Body should be a JSON array: {e}")))?;
-    let Value::Array(items) = value else {
-        return Err(ApiError::BadRequest("Body should be an array".into()));
-    };
+/// The batch's items, borrowed as raw JSON (each is parsed once, when validated, and
+/// its size is the size it was sent with).
+fn parse_batch(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
+    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
+        if serde_json::from_slice::<IgnoredAny>(body).is_ok() {
+            ApiError::BadRequest("Body should be an array".into())
+        } else {
+            ApiError::BadRequest(format!("Body should be a JSON array: {e}"))
+        }
+    })?;
     if items.is_empty() {
         return Err(ApiError::BadRequest("Body should not be empty".into()));
     }

@@ -25,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use futures::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -142,9 +142,26 @@ impl Application {
 pub fn router(state: AppState) -> Router {
     let base = "/v1/project/{project}/datasource/{datasource}";
     let api = Router::new()
+        .route(&format!("{base}/stream"), get(handlers::get_stream))
+        .route(
+            &format!("{base}/stream/specs/attributes"),
+            get(handlers::get_attribute_specs),
+        )
+        .route(
+            &format!("{base}/stream/specs/events"),
+            get(handlers::get_event_specs),
+        )
+        .route(
+            &format!("{base}/stream/specs/event-parameters/{{event_type}}"),
+            get(handlers::get_event_parameter_specs),
+        )
         .route(
             &format!("{base}/stream/contacts"),
             post(handlers::post_contacts),
+        )
+        .route(
+            &format!("{base}/stream/contacts/{{user_id}}"),
+            delete(handlers::delete_contact),
         )
         .route(
             &format!("{base}/stream/events"),
@@ -161,7 +178,21 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .layer(middleware::from_fn(drop_insane_request_id))
         .with_state(state)
+}
+
+/// Keeps the client's `X-Request-Id` only when it is sane (1–128 visible ASCII
+/// characters); otherwise a fresh one is made, so ids stay safe to log and echo.
+async fn drop_insane_request_id(mut request: Request, next: Next) -> Response {
+    let sane = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .map(|v| (1..=128).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_graphic()));
+    if sane == Some(false) {
+        request.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    next.run(request).await
 }
 
 /// A handler that panicked answers 500 with the request id, like any other failure,

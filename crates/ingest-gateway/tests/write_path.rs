@@ -245,3 +245,148 @@ async fn operations_endpoints_answer() {
     gateway.stop().await;
     topics.delete().await;
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_accepted_and_bombs_are_refused() {
+    let topics = TestTopics::create(1).await;
+    let gateway = TestGateway::spawn(&topics, &[]).await;
+    let tenant = Tenant::create(&migrated_pool().await).await;
+    let client = reqwest::Client::new();
+    let url = gateway.stream_url(&tenant.project, &tenant.datasource, "contacts");
+    let post = |body: Vec<u8>, encoding: &'static str| {
+        client
+            .post(&url)
+            .bearer_auth(&tenant.token)
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+    };
+
+    let response = post(gzip(br#"[{"_user_id": "zipped"}]"#), "gzip")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["entity"]["items"][0]["_user_id"], "zipped");
+
+    // 20 MiB of JSON whitespace compresses to ~20 KiB: refused once past 1 MiB decoded.
+    let mut bomb = b"[".to_vec();
+    bomb.extend(std::iter::repeat_n(b' ', 20 * 1024 * 1024));
+    bomb.extend(b"{}]");
+    let response = post(gzip(&bomb), "gzip").await.unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(response.json::<Value>().await.unwrap()["message"].is_string());
+
+    let response = post(b"definitely not gzip".to_vec(), "gzip").await.unwrap();
+    assert_eq!(response.status(), 400);
+    let message = response.json::<Value>().await.unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.starts_with("Body is not valid gzip"), "{message}");
+
+    let response = post(br#"[{"_user_id": "u"}]"#.to_vec(), "br")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+
+    gateway.stop().await;
+    topics.delete().await;
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
+    let topics = TestTopics::create(1).await;
+    let gateway = TestGateway::spawn(&topics, &[]).await;
+    let client = reqwest::Client::new();
+    let health = format!("{}/healthz", gateway.base_url);
+    let sent = |id: String| client.get(&health).header("x-request-id", id).send();
+    let response = sent("client-req.42:a_b".into()).await.unwrap();
+    assert_eq!(response.headers()["x-request-id"], "client-req.42:a_b");
+    for insane in ["has space".to_owned(), "x".repeat(129)] {
+        let response = sent(insane.clone()).await.unwrap();
+        let got = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_ne!(got, insane);
+        assert_eq!(got.len(), 36, "a fresh UUID: {got}");
+    }
+    gateway.stop().await;
+    topics.delete().await;
+}
+
+#[tokio::test]
+async fn get_stream_checks_the_token_and_delete_is_ordered_with_upserts() {
+    let topics = TestTopics::create(2).await;
+    let gateway = TestGateway::spawn(&topics, &[]).await;
+    let tenant = Tenant::create(&migrated_pool().await).await;
+    tenant.set_limit("web", "contacts_delete", 77).await;
+    let client = reqwest::Client::new();
+
+    let stream = format!(
+        "{}/v1/project/{}/datasource/web/stream",
+        gateway.base_url, tenant.project
+    );
+    let response = client
+        .get(&stream)
+        .bearer_auth(&tenant.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-ratelimit-limit"], "600");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["project"], tenant.project.as_str());
+    assert_eq!(body["token_scope"], "datasource");
+    assert_eq!(body["rate_limits"]["contacts_delete"], 77);
+    let response = client
+        .get(&stream)
+        .bearer_auth("ingk_nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    let contacts = gateway.stream_url(&tenant.project, "web", "contacts");
+    let response = client
+        .post(&contacts)
+        .bearer_auth(&tenant.token)
+        .json(&json!([{"_user_id": "USER/9", "plan": "pro"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    // The user id travels in the path, percent-encoded.
+    let response = client
+        .delete(format!("{contacts}/USER%2F9"))
+        .bearer_auth(&tenant.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["x-ratelimit-limit"], "77");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"entity": {"successful": 1, "failed": 0, "items": [{"status": "success", "_user_id": "USER/9"}]}})
+    );
+
+    // Same topic, same key, in order: the upsert, then the delete.
+    let published = read_topic(&topics.topics.contacts, 2).await;
+    assert_eq!(published[0].0, published[1].0);
+    assert_eq!(published[0].0, format!("{}/web/USER/9", tenant.project));
+    assert!(matches!(published[0].1.op, Operation::UpsertContact { .. }));
+    assert_eq!(published[1].1.op, Operation::DeleteContact);
+
+    gateway.stop().await;
+    topics.delete().await;
+}

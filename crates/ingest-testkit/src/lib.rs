@@ -81,6 +81,20 @@ impl TestTopics {
         }
     }
 
+    /// Names topics with `prefix` without creating anything (for a test that brings
+    /// its own broker with its own topics).
+    pub fn naming_only(prefix: &str) -> Self {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", kafka_brokers())
+            .create()
+            .expect("admin client");
+        Self {
+            prefix: prefix.to_owned(),
+            topics: Topics::with_prefix(prefix),
+            admin,
+        }
+    }
+
     pub async fn delete(self) {
         let names = [
             self.topics.contacts.as_str(),
@@ -153,6 +167,53 @@ impl Tenant {
             .execute(&self.pool)
             .await
             .expect("revoke token");
+    }
+
+    /// Declares a custom attribute spec on `web` (`max_values` None: single value).
+    pub async fn declare_attribute(&self, name: &str, data_type: &str, max_values: Option<i32>) {
+        sqlx::query(
+            "INSERT INTO attribute_specs (project, datasource, name, data_type, max_values)
+             VALUES ($1, 'web', $2, $3, $4)",
+        )
+        .bind(&self.project)
+        .bind(name)
+        .bind(data_type)
+        .bind(max_values)
+        .execute(&self.pool)
+        .await
+        .expect("declare attribute");
+    }
+
+    /// Declares an event type on `web`.
+    pub async fn declare_event_type(&self, name: &str) {
+        sqlx::query("INSERT INTO event_types (project, datasource, name) VALUES ($1, 'web', $2)")
+            .bind(&self.project)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .expect("declare event type");
+    }
+
+    /// Declares a parameter spec of a declared event type on `web`.
+    pub async fn declare_parameter(
+        &self,
+        event_type: &str,
+        name: &str,
+        data_type: &str,
+        required: bool,
+    ) {
+        sqlx::query(
+            "INSERT INTO event_parameter_specs (project, datasource, event_type, name, data_type, required)
+             VALUES ($1, 'web', $2, $3, $4, $5)",
+        )
+        .bind(&self.project)
+        .bind(event_type)
+        .bind(name)
+        .bind(data_type)
+        .bind(required)
+        .execute(&self.pool)
+        .await
+        .expect("declare parameter");
     }
 
     pub async fn set_limit(&self, datasource: &str, endpoint: &str, requests_per_minute: i32) {

@@ -120,3 +120,90 @@ async fn a_posted_batch_lands_in_postgres_once_however_often_it_is_sent() {
     gateway.stop().await;
     topics.delete().await;
 }
+
+#[tokio::test]
+async fn upsert_delete_upsert_across_requests_applies_in_order() {
+    let pool = migrated_pool().await;
+    // One partition: the marker written last proves everything before it was applied.
+    let topics = TestTopics::create(1).await;
+    let gateway = TestGateway::spawn(&topics, &[]).await;
+    let worker = TestWorker::spawn(&topics, &[]).await;
+    let tenant = Tenant::create(&pool).await;
+    let client = reqwest::Client::new();
+    let contacts = gateway.stream_url(&tenant.project, "web", "contacts");
+    let upsert = |body: Value| {
+        client
+            .post(&contacts)
+            .bearer_auth(&tenant.token)
+            .json(&body)
+            .send()
+    };
+
+    assert_eq!(
+        upsert(json!([{"_user_id": "U", "a": 1, "b": 2}]))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let deleted = client
+        .delete(format!("{contacts}/U"))
+        .bearer_auth(&tenant.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 202);
+    assert_eq!(
+        upsert(json!([{"_user_id": "U", "c": 3}]))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    // A user deleted last stays deleted.
+    assert_eq!(
+        upsert(json!([{"_user_id": "GONE", "x": 1}]))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let deleted = client
+        .delete(format!("{contacts}/GONE"))
+        .bearer_auth(&tenant.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 202);
+    // A marker written after everything else: once it is in, so is all of the above.
+    assert_eq!(
+        upsert(json!([{"_user_id": "MARKER"}]))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+
+    wait_for("the marker contact", Duration::from_secs(60), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM contacts WHERE project = $1 AND user_id = 'MARKER'",
+        )
+        .bind(&tenant.project)
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    let rows: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT user_id, attributes FROM contacts WHERE project = $1 AND user_id IN ('U', 'GONE') ORDER BY user_id",
+    )
+    .bind(&tenant.project)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, vec![("U".to_owned(), json!({"c": 3}))]);
+
+    worker.stop().await;
+    gateway.stop().await;
+    topics.delete().await;
+}

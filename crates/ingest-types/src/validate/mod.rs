@@ -1,27 +1,84 @@
 //! Item validation: pure functions from one JSON item to a typed operation, or to the
 //! errors of every offending field. No I/O, no panics on any input.
 //!
-//! One module per item kind ([`contacts`], [`events`]); the field rules they share live
-//! here. The error texts are part of the HTTP contract (`shared/API.md`), so they are
-//! constants, not ad-hoc strings.
+//! One module per item kind ([`contacts`], [`events`]); the rules they share (identifiers,
+//! custom attribute names and values, the whole-item rules) live here, and what a
+//! datasource declares lives in [`specs`]. The error texts are part of the HTTP contract
+//! (`shared/API.md`), so they are constants, not ad-hoc strings.
+//!
+//! Entry points:
+//! - [`validate_raw`] (or [`validate_contact`] / [`validate_event`]): an item's JSON text as
+//!   sent; the 32 KiB limit is measured on that text, before it is parsed.
+//! - [`validate_item`] (or [`contacts::validate`] / [`events::validate`]): an already parsed
+//!   item; the 32 KiB limit is measured on its compact JSON serialization.
+//!
+//! Decisions where the contract is silent:
+//! - Fields whose only listed error is `Invalid format` (`_email`, `_phone_mobile`,
+//!   `_event_date`) answer `Invalid format` for a non-string too: a number or an object is
+//!   not an address, a phone number or a date in any format.
+//! - Lengths are counted in Unicode scalar values (chars), not bytes; the 32 KiB item limit
+//!   is in bytes.
+//! - Every field lists each distinct message once, in the order found.
+//! - A `null` custom attribute (or event parameter) is always allowed, whatever its spec.
+//!   Inside an array, `null` is allowed by the generic rules but not for a declared
+//!   attribute, whose values must all be of the declared type.
+//! - An array for a single-valued spec is `Invalid type`. A scalar for a multivalue spec is
+//!   accepted as a one-element set and stored as `[value]`, so that a multivalue attribute
+//!   is always stored as an array.
+//! - A multivalue spec never lifts the generic bound of 100 values.
 
 pub mod contacts;
 pub mod events;
+pub mod specs;
+
+#[cfg(test)]
+mod proptests;
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
+use crate::answer::ItemKind;
 use crate::envelope::Operation;
+use specs::ValueSpec;
+pub use specs::{AttributeSpec, DataType, EventTypeSpec, ParameterSpec, Specs};
 
 pub const REQUIRED: &str = "Required";
 pub const MUST_BE_STRING: &str = "Must be a string";
 pub const MUST_BE_OBJECT: &str = "Must be an object";
 pub const INVALID_FORMAT: &str = "Invalid format";
 pub const UNKNOWN_FIELD: &str = "Unknown field";
+pub const TOO_LONG: &str = "Too long";
+pub const TOO_LARGE: &str = "Too large";
+pub const UNKNOWN_RESERVED_ATTRIBUTE: &str = "Unknown reserved attribute";
+pub const INVALID_NAME: &str = "Invalid name";
+pub const INVALID_TYPE: &str = "Invalid type";
+pub const TOO_MANY_VALUES: &str = "Too many values";
+pub const UNKNOWN_EVENT_TYPE: &str = "Unknown event type";
+pub const TOO_FAR_IN_THE_FUTURE: &str = "Too far in the future";
 
 /// The key under which whole-item errors (not an object, too large) are reported.
 pub const ITEM_KEY: &str = "_item";
+
+/// An item's JSON may be at most this many bytes.
+pub const MAX_ITEM_BYTES: usize = 32 * 1024;
+/// `_user_id`: at most this many chars.
+pub const MAX_USER_ID_CHARS: usize = 256;
+/// `_event_id`, `_event_type`: at most this many chars.
+pub const MAX_EVENT_ID_CHARS: usize = 128;
+pub const MAX_EVENT_TYPE_CHARS: usize = 128;
+/// `_email`: at most this many chars.
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// `_first_name`, `_last_name`: at most this many chars.
+pub const MAX_NAME_CHARS: usize = 256;
+/// A string custom attribute or event parameter value (or each value of a multivalue one).
+pub const MAX_STRING_VALUE_CHARS: usize = 1024;
+/// A multivalue custom attribute or event parameter: at most this many values.
+pub const MAX_VALUES: usize = 100;
+/// `_event_date` may be at most this many seconds after the gateway received the item.
+pub const MAX_FUTURE_SECONDS: i64 = 24 * 60 * 60;
 
 /// Errors per field, in a stable (sorted) order; every field lists all its messages.
 pub type FieldErrors = BTreeMap<String, Vec<String>>;
@@ -42,47 +99,79 @@ pub struct Echo {
     pub event_id: Option<String>,
 }
 
+/// Adds `message` to `field` unless that field already lists it.
 pub fn add_error(errors: &mut FieldErrors, field: &str, message: &str) {
-    errors
-        .entry(field.to_owned())
-        .or_default()
-        .push(message.to_owned());
-}
-
-/// `_user_id`: required string, 1–256 characters, no control characters.
-pub(crate) fn user_id(
-    item: &serde_json::Map<String, Value>,
-    errors: &mut FieldErrors,
-) -> Option<String> {
-    required_id(item, "_user_id", 256, errors)
-}
-
-/// A required identifier string of 1..=max characters without control characters.
-pub(crate) fn required_id(
-    item: &serde_json::Map<String, Value>,
-    field: &str,
-    max_chars: usize,
-    errors: &mut FieldErrors,
-) -> Option<String> {
-    match item.get(field) {
-        None | Some(Value::Null) => {
-            add_error(errors, field, REQUIRED);
-            None
-        }
-        Some(Value::String(s)) => {
-            let chars = s.chars().count();
-            if chars == 0 || chars > max_chars || s.chars().any(char::is_control) {
-                add_error(errors, field, INVALID_FORMAT);
-                None
-            } else {
-                Some(s.clone())
-            }
-        }
-        Some(_) => {
-            add_error(errors, field, MUST_BE_STRING);
-            None
-        }
+    let messages = errors.entry(field.to_owned()).or_default();
+    if !messages.iter().any(|m| m == message) {
+        messages.push(message.to_owned());
     }
+}
+
+/// Validates one parsed item of either kind (see [`contacts::validate`],
+/// [`events::validate`]).
+pub fn validate_item(
+    kind: ItemKind,
+    item: &Value,
+    received_at: DateTime<Utc>,
+    specs: &Specs,
+) -> Result<ValidItem, FieldErrors> {
+    match kind {
+        ItemKind::Contact => contacts::validate(item, specs),
+        ItemKind::Event => events::validate(item, received_at, specs),
+    }
+}
+
+/// Validates one item of either kind from its JSON text as sent: larger than
+/// [`MAX_ITEM_BYTES`] fails with `_item: Too large` before it is parsed.
+pub fn validate_raw(
+    kind: ItemKind,
+    raw: &RawValue,
+    received_at: DateTime<Utc>,
+    specs: &Specs,
+) -> Result<ValidItem, FieldErrors> {
+    let item = parse_raw(raw)?;
+    let object = as_object(&item)?;
+    match kind {
+        ItemKind::Contact => contacts::validate_object(object, specs),
+        ItemKind::Event => events::validate_object(object, received_at, specs),
+    }
+}
+
+/// What the gateway needs per item, parsing it once: what the answer echoes, and the
+/// outcome of [`validate_raw`]. An oversized item is still parsed for its echo.
+pub fn check_raw(
+    kind: ItemKind,
+    raw: &RawValue,
+    received_at: DateTime<Utc>,
+    specs: &Specs,
+) -> (Echo, Result<ValidItem, FieldErrors>) {
+    let Ok(item) = serde_json::from_str::<Value>(raw.get()) else {
+        return (Echo::default(), Err(item_error(INVALID_FORMAT)));
+    };
+    let echo = echo(&item);
+    if raw.get().len() > MAX_ITEM_BYTES {
+        return (echo, Err(item_error(TOO_LARGE)));
+    }
+    let result = as_object(&item).and_then(|object| match kind {
+        ItemKind::Contact => contacts::validate_object(object, specs),
+        ItemKind::Event => events::validate_object(object, received_at, specs),
+    });
+    (echo, result)
+}
+
+/// A contact from its JSON text as sent (see [`validate_raw`]).
+pub fn validate_contact(raw: &RawValue, specs: &Specs) -> Result<ValidItem, FieldErrors> {
+    // The date is only read for events.
+    validate_raw(ItemKind::Contact, raw, DateTime::UNIX_EPOCH, specs)
+}
+
+/// An event from its JSON text as sent (see [`validate_raw`]).
+pub fn validate_event(
+    raw: &RawValue,
+    received_at: DateTime<Utc>,
+    specs: &Specs,
+) -> Result<ValidItem, FieldErrors> {
+    validate_raw(ItemKind::Event, raw, received_at, specs)
 }
 
 /// What any item echoes, whether or not it validates.
@@ -94,13 +183,218 @@ pub fn echo(item: &Value) -> Echo {
     }
 }
 
+/// [`echo`] from an item's JSON text (also for items too large to validate).
+pub fn echo_raw(raw: &RawValue) -> Echo {
+    serde_json::from_str::<Value>(raw.get())
+        .map(|item| echo(&item))
+        .unwrap_or_default()
+}
+
+fn item_error(message: &str) -> FieldErrors {
+    item_error_at(ITEM_KEY, message)
+}
+
+fn item_error_at(field: &str, message: &str) -> FieldErrors {
+    let mut errors = FieldErrors::new();
+    add_error(&mut errors, field, message);
+    errors
+}
+
+fn parse_raw(raw: &RawValue) -> Result<Value, FieldErrors> {
+    if raw.get().len() > MAX_ITEM_BYTES {
+        return Err(item_error(TOO_LARGE));
+    }
+    // A `RawValue` is well-formed JSON, but a number may still be out of `f64` range.
+    serde_json::from_str(raw.get()).map_err(|_| item_error(INVALID_FORMAT))
+}
+
 /// The `_item` error for anything that is not a JSON object.
-pub(crate) fn as_object(item: &Value) -> Result<&serde_json::Map<String, Value>, FieldErrors> {
-    item.as_object().ok_or_else(|| {
-        let mut errors = FieldErrors::new();
-        add_error(&mut errors, ITEM_KEY, MUST_BE_OBJECT);
-        errors
-    })
+pub(crate) fn as_object(item: &Value) -> Result<&Map<String, Value>, FieldErrors> {
+    item.as_object().ok_or_else(|| item_error(MUST_BE_OBJECT))
+}
+
+/// The whole-item rules on an already parsed item: its compact JSON is at most
+/// [`MAX_ITEM_BYTES`] (checked first, as on the raw path), and it is an object.
+pub(crate) fn as_sized_object(item: &Value) -> Result<&Map<String, Value>, FieldErrors> {
+    if compact_len_exceeds(item, MAX_ITEM_BYTES) {
+        return Err(item_error(TOO_LARGE));
+    }
+    as_object(item)
+}
+
+/// Whether `value` serializes (compactly) to more than `limit` bytes; stops counting early.
+fn compact_len_exceeds(value: &Value, limit: usize) -> bool {
+    struct Counter {
+        len: usize,
+        limit: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.len += buf.len();
+            if self.len > self.limit {
+                Err(std::io::Error::other("over the limit"))
+            } else {
+                Ok(buf.len())
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { len: 0, limit };
+    serde_json::to_writer(&mut counter, value).is_err()
+}
+
+/// `_user_id`: required string, 1–256 characters, no control characters.
+pub(crate) fn user_id(item: &Map<String, Value>, errors: &mut FieldErrors) -> Option<String> {
+    required_string(item, "_user_id", MAX_USER_ID_CHARS, false, errors)
+}
+
+/// A required string of 1..=max chars, without control characters unless
+/// `control_allowed`: `Required` when absent or `null`, `Must be a string`, `Invalid format`.
+pub(crate) fn required_string(
+    item: &Map<String, Value>,
+    field: &str,
+    max_chars: usize,
+    control_allowed: bool,
+    errors: &mut FieldErrors,
+) -> Option<String> {
+    match item.get(field) {
+        None | Some(Value::Null) => {
+            add_error(errors, field, REQUIRED);
+            None
+        }
+        Some(Value::String(s)) => {
+            if is_valid_id(s, max_chars, control_allowed) {
+                Some(s.clone())
+            } else {
+                add_error(errors, field, INVALID_FORMAT);
+                None
+            }
+        }
+        Some(_) => {
+            add_error(errors, field, MUST_BE_STRING);
+            None
+        }
+    }
+}
+
+fn is_valid_id(s: &str, max_chars: usize, control_allowed: bool) -> bool {
+    let chars = s.chars().count();
+    chars != 0 && chars <= max_chars && (control_allowed || !s.chars().any(char::is_control))
+}
+
+/// The `_user_id` rule for a user id that arrives as a string outside an item (the path
+/// of `DELETE /stream/contacts/{user_id}`): errors under `_user_id`.
+pub fn check_user_id(user_id: &str) -> Result<(), FieldErrors> {
+    if is_valid_id(user_id, MAX_USER_ID_CHARS, false) {
+        Ok(())
+    } else {
+        Err(item_error_at("_user_id", INVALID_FORMAT))
+    }
+}
+
+/// A custom attribute or event parameter name: `^[a-z][a-z0-9_]{0,63}$`.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    match bytes.split_first() {
+        Some((first, rest)) => {
+            first.is_ascii_lowercase()
+                && rest.len() <= 63
+                && rest
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+        }
+        None => false,
+    }
+}
+
+/// Checks a custom attribute's (or event parameter's) name and value, adding every
+/// message under `field`. Returns the value to store, or `None` when there were errors.
+pub(crate) fn custom_value(
+    field: &str,
+    name: &str,
+    value: &Value,
+    spec: Option<ValueSpec>,
+    errors: &mut FieldErrors,
+) -> Option<Value> {
+    let before = errors.get(field).map_or(0, Vec::len);
+    if !is_valid_name(name) {
+        add_error(errors, field, INVALID_NAME);
+    }
+    let mut error = |message| add_error(errors, field, message);
+    let is_type = |value: &Value, data_type: DataType| {
+        matches!(
+            (value, data_type),
+            (Value::String(_), DataType::String)
+                | (Value::Number(_), DataType::Number)
+                | (Value::Bool(_), DataType::Boolean)
+        )
+    };
+    let stored = match value {
+        Value::Null => Value::Null,
+        Value::Object(_) => {
+            error(INVALID_TYPE);
+            Value::Null
+        }
+        Value::Array(values) => {
+            for element in values {
+                match element {
+                    Value::Array(_) | Value::Object(_) => error(INVALID_TYPE),
+                    Value::String(s) if s.chars().count() > MAX_STRING_VALUE_CHARS => {
+                        error(TOO_LONG)
+                    }
+                    _ => {}
+                }
+            }
+            match spec {
+                Some(ValueSpec {
+                    max_values: None, ..
+                }) => error(INVALID_TYPE),
+                Some(ValueSpec {
+                    data_type,
+                    max_values: Some(max),
+                }) => {
+                    if values.iter().any(|v| !is_type(v, data_type)) {
+                        error(INVALID_TYPE);
+                    }
+                    if values.len() > max as usize {
+                        error(TOO_MANY_VALUES);
+                    }
+                }
+                None => {}
+            }
+            if values.len() > MAX_VALUES {
+                error(TOO_MANY_VALUES);
+            }
+            value.clone()
+        }
+        scalar => {
+            if let Value::String(s) = scalar {
+                if s.chars().count() > MAX_STRING_VALUE_CHARS {
+                    error(TOO_LONG);
+                }
+            }
+            match spec {
+                Some(spec) if !is_type(scalar, spec.data_type) => {
+                    error(INVALID_TYPE);
+                    scalar.clone()
+                }
+                // A scalar for a multivalue spec is a one-element set (see the module docs).
+                Some(ValueSpec {
+                    max_values: Some(max),
+                    ..
+                }) => {
+                    if max == 0 {
+                        error(TOO_MANY_VALUES);
+                    }
+                    Value::Array(vec![scalar.clone()])
+                }
+                _ => scalar.clone(),
+            }
+        }
+    };
+    (errors.get(field).map_or(0, Vec::len) == before).then_some(stored)
 }
 
 #[cfg(test)]
@@ -121,19 +415,268 @@ mod tests {
     #[test]
     fn user_id_rules() {
         assert_eq!(check(json!({"_user_id": "U-1"})), Ok(Some("U-1".into())));
+        assert_eq!(check(json!({"_user_id": "x"})), Ok(Some("x".into())));
         let long = "x".repeat(256);
         assert_eq!(check(json!({ "_user_id": long })), Ok(Some(long)));
+        // 256 chars, more than 256 bytes: chars count.
+        let wide = "é".repeat(256);
+        assert_eq!(check(json!({ "_user_id": wide })), Ok(Some(wide)));
         for (item, msg) in [
             (json!({}), REQUIRED),
             (json!({"_user_id": null}), REQUIRED),
             (json!({"_user_id": 7}), MUST_BE_STRING),
+            (json!({"_user_id": true}), MUST_BE_STRING),
+            (json!({"_user_id": ["u"]}), MUST_BE_STRING),
+            (json!({"_user_id": {"id": "u"}}), MUST_BE_STRING),
             (json!({"_user_id": ""}), INVALID_FORMAT),
             (json!({"_user_id": "a\nb"}), INVALID_FORMAT),
+            (json!({"_user_id": "a\u{0}b"}), INVALID_FORMAT),
+            (json!({"_user_id": "a\u{7f}b"}), INVALID_FORMAT),
+            (json!({"_user_id": "a\u{85}b"}), INVALID_FORMAT),
             (json!({"_user_id": "x".repeat(257)}), INVALID_FORMAT),
         ] {
             let errors = check(item).unwrap_err();
             assert_eq!(errors["_user_id"], vec![msg.to_string()]);
         }
+    }
+
+    #[test]
+    fn check_user_id_outside_an_item() {
+        assert_eq!(check_user_id("USER/1"), Ok(()));
+        assert_eq!(check_user_id(&"é".repeat(256)), Ok(()));
+        for bad in [
+            String::new(),
+            "x".repeat(257),
+            "a\u{0}b".into(),
+            "a\rb".into(),
+        ] {
+            assert_eq!(
+                check_user_id(&bad),
+                Err(item_error_at("_user_id", INVALID_FORMAT))
+            );
+        }
+    }
+
+    #[test]
+    fn add_error_lists_each_message_once() {
+        let mut errors = FieldErrors::new();
+        add_error(&mut errors, "f", TOO_LONG);
+        add_error(&mut errors, "f", INVALID_TYPE);
+        add_error(&mut errors, "f", TOO_LONG);
+        assert_eq!(errors["f"], vec![TOO_LONG, INVALID_TYPE]);
+    }
+
+    #[test]
+    fn name_rule() {
+        for ok in [
+            "a",
+            "plan",
+            "a_1",
+            "z9",
+            "a__",
+            &format!("a{}", "b".repeat(63)),
+        ] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "_a",
+            "1a",
+            "A",
+            "aB",
+            "a-b",
+            "a b",
+            "a.b",
+            "é",
+            "aé",
+            &format!("a{}", "b".repeat(64)),
+        ] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    fn value(value: Value, spec: Option<ValueSpec>) -> Result<Value, Vec<String>> {
+        let mut errors = FieldErrors::new();
+        match custom_value("f", "f", &value, spec, &mut errors) {
+            Some(stored) => {
+                assert!(errors.is_empty());
+                Ok(stored)
+            }
+            None => Err(errors.remove("f").unwrap()),
+        }
+    }
+
+    fn single(data_type: DataType) -> Option<ValueSpec> {
+        Some(ValueSpec {
+            data_type,
+            max_values: None,
+        })
+    }
+
+    fn multi(data_type: DataType, max: u32) -> Option<ValueSpec> {
+        Some(ValueSpec {
+            data_type,
+            max_values: Some(max),
+        })
+    }
+
+    #[test]
+    fn generic_value_rules() {
+        for ok in [
+            json!(null),
+            json!(""),
+            json!("x".repeat(1024)),
+            json!("é".repeat(1024)),
+            json!(0),
+            json!(-3),
+            json!(u64::MAX),
+            json!(1.5),
+            json!(true),
+            json!(false),
+            json!([]),
+            json!(["a", 1, 2.5, true, null]),
+            json!(vec![1; 100]),
+            json!(vec!["x".repeat(1024); 3]),
+        ] {
+            assert_eq!(value(ok.clone(), None), Ok(ok));
+        }
+        for (bad, messages) in [
+            (json!("x".repeat(1025)), vec![TOO_LONG]),
+            (json!({}), vec![INVALID_TYPE]),
+            (json!({"a": 1}), vec![INVALID_TYPE]),
+            (json!([[1]]), vec![INVALID_TYPE]),
+            (json!([{"a": 1}]), vec![INVALID_TYPE]),
+            (json!([[1], {"a": 1}]), vec![INVALID_TYPE]),
+            (json!(["x".repeat(1025)]), vec![TOO_LONG]),
+            (json!(vec![1; 101]), vec![TOO_MANY_VALUES]),
+            (
+                json!(["x".repeat(1025), [1], "y".repeat(2000)]),
+                vec![TOO_LONG, INVALID_TYPE],
+            ),
+        ] {
+            assert_eq!(
+                value(bad, None),
+                Err(messages.iter().map(|m| m.to_string()).collect())
+            );
+        }
+        let mut big: Vec<Value> = vec![json!(1); 100];
+        big.push(json!([]));
+        assert_eq!(
+            value(Value::Array(big), None),
+            Err(vec![INVALID_TYPE.to_string(), TOO_MANY_VALUES.to_string()])
+        );
+    }
+
+    #[test]
+    fn invalid_name_comes_with_value_errors() {
+        let mut errors = FieldErrors::new();
+        assert_eq!(
+            custom_value("Bad", "Bad", &json!({}), None, &mut errors),
+            None
+        );
+        assert_eq!(errors["Bad"], vec![INVALID_NAME, INVALID_TYPE]);
+        let mut errors = FieldErrors::new();
+        assert_eq!(
+            custom_value("Bad", "Bad", &json!(1), None, &mut errors),
+            None
+        );
+        assert_eq!(errors["Bad"], vec![INVALID_NAME]);
+    }
+
+    #[test]
+    fn single_valued_spec() {
+        let err = |m: &str| Err(vec![m.to_string()]);
+        assert_eq!(value(json!("a"), single(DataType::String)), Ok(json!("a")));
+        assert_eq!(value(json!(2.5), single(DataType::Number)), Ok(json!(2.5)));
+        assert_eq!(
+            value(json!(true), single(DataType::Boolean)),
+            Ok(json!(true))
+        );
+        for spec in [DataType::String, DataType::Number, DataType::Boolean] {
+            assert_eq!(value(json!(null), single(spec)), Ok(json!(null)));
+        }
+        assert_eq!(value(json!(1), single(DataType::String)), err(INVALID_TYPE));
+        assert_eq!(
+            value(json!("1"), single(DataType::Number)),
+            err(INVALID_TYPE)
+        );
+        assert_eq!(
+            value(json!("true"), single(DataType::Boolean)),
+            err(INVALID_TYPE)
+        );
+        assert_eq!(
+            value(json!(0), single(DataType::Boolean)),
+            err(INVALID_TYPE)
+        );
+        assert_eq!(
+            value(json!(["a"]), single(DataType::String)),
+            err(INVALID_TYPE)
+        );
+        assert_eq!(
+            value(json!([]), single(DataType::String)),
+            err(INVALID_TYPE)
+        );
+        assert_eq!(
+            value(json!({}), single(DataType::String)),
+            err(INVALID_TYPE)
+        );
+        assert_eq!(
+            value(json!("x".repeat(1025)), single(DataType::String)),
+            err(TOO_LONG)
+        );
+        assert_eq!(
+            value(json!("x".repeat(1025)), single(DataType::Number)),
+            Err(vec![TOO_LONG.to_string(), INVALID_TYPE.to_string()])
+        );
+    }
+
+    #[test]
+    fn multivalue_spec() {
+        let err = |m: &[&str]| Err(m.iter().map(|m| m.to_string()).collect::<Vec<_>>());
+        let tags = multi(DataType::String, 3);
+        assert_eq!(
+            value(json!(["a", "b", "c"]), tags),
+            Ok(json!(["a", "b", "c"]))
+        );
+        assert_eq!(value(json!([]), tags), Ok(json!([])));
+        assert_eq!(value(json!(null), tags), Ok(json!(null)));
+        // A scalar is a one-element set.
+        assert_eq!(value(json!("a"), tags), Ok(json!(["a"])));
+        assert_eq!(value(json!(1), tags), err(&[INVALID_TYPE]));
+        assert_eq!(
+            value(json!(["a", "b", "c", "d"]), tags),
+            err(&[TOO_MANY_VALUES])
+        );
+        assert_eq!(value(json!(["a", 1]), tags), err(&[INVALID_TYPE]));
+        assert_eq!(value(json!(["a", null]), tags), err(&[INVALID_TYPE]));
+        assert_eq!(
+            value(json!([1, 2, 3, 4]), tags),
+            err(&[INVALID_TYPE, TOO_MANY_VALUES])
+        );
+        assert_eq!(value(json!(["x".repeat(1025)]), tags), err(&[TOO_LONG]));
+        assert_eq!(
+            value(json!([1, 2]), multi(DataType::Number, 2)),
+            Ok(json!([1, 2]))
+        );
+        assert_eq!(
+            value(json!([true]), multi(DataType::Boolean, 1)),
+            Ok(json!([true]))
+        );
+        // The generic bound of 100 holds whatever the spec says.
+        let big = multi(DataType::Number, 1000);
+        assert_eq!(value(json!(vec![1; 100]), big), Ok(json!(vec![1; 100])));
+        assert_eq!(value(json!(vec![1; 101]), big), err(&[TOO_MANY_VALUES]));
+        // A set of at most zero values takes no value at all.
+        let none = multi(DataType::String, 0);
+        assert_eq!(value(json!([]), none), Ok(json!([])));
+        assert_eq!(value(json!("a"), none), err(&[TOO_MANY_VALUES]));
+    }
+
+    #[test]
+    fn compact_size_counts_bytes() {
+        let item = json!({"k": "x"}); // {"k":"x"} is 9 bytes
+        assert!(!compact_len_exceeds(&item, 9));
+        assert!(compact_len_exceeds(&item, 8));
     }
 
     #[test]
@@ -147,5 +690,162 @@ mod tests {
         );
         assert_eq!(echo(&json!({"_user_id": 3})), Echo::default());
         assert_eq!(echo(&json!("str")), Echo::default());
+    }
+
+    #[test]
+    fn echo_raw_works_on_items_too_large_to_validate() {
+        let text = format!(
+            r#"{{"_user_id": "u", "_event_id": "e", "pad": "{}"}}"#,
+            "x".repeat(MAX_ITEM_BYTES)
+        );
+        let raw = RawValue::from_string(text).unwrap();
+        assert_eq!(
+            validate_contact(&raw, &Specs::default()).unwrap_err()[ITEM_KEY],
+            vec![TOO_LARGE]
+        );
+        assert_eq!(
+            echo_raw(&raw),
+            Echo {
+                user_id: Some("u".into()),
+                event_id: Some("e".into())
+            }
+        );
+        assert_eq!(
+            echo_raw(&RawValue::from_string("[1]".into()).unwrap()),
+            Echo::default()
+        );
+    }
+
+    /// A contact of exactly `len` bytes of JSON text, padded with whitespace inside the
+    /// object (as sent, it counts) or with an attribute.
+    fn sized(len: usize, pad_with_spaces: bool) -> Box<RawValue> {
+        let base = r#"{"_user_id":"u","pad":""}"#;
+        let text = if pad_with_spaces {
+            format!(
+                r#"{{"_user_id":"u",{}"pad":""}}"#,
+                " \n\t".repeat(len).split_at(len - base.len()).0
+            )
+        } else {
+            format!(
+                r#"{{"_user_id":"u","pad":"{}"}}"#,
+                "x".repeat(len - base.len())
+            )
+        };
+        assert_eq!(text.len(), len);
+        RawValue::from_string(text).unwrap()
+    }
+
+    #[test]
+    fn item_size_limit_on_raw_text() {
+        let specs = Specs::default();
+        for spaces in [false, true] {
+            // The padding string is over 1024 chars: fine for size, not for the value.
+            let ok = sized(MAX_ITEM_BYTES, spaces);
+            let result = validate_contact(&ok, &specs);
+            if spaces {
+                assert!(result.is_ok());
+            } else {
+                assert_eq!(result.unwrap_err()["pad"], vec![TOO_LONG]);
+            }
+            let too_large = sized(MAX_ITEM_BYTES + 1, spaces);
+            assert_eq!(
+                validate_contact(&too_large, &specs).unwrap_err(),
+                item_error(TOO_LARGE)
+            );
+            assert_eq!(
+                validate_event(&too_large, DateTime::UNIX_EPOCH, &specs).unwrap_err(),
+                item_error(TOO_LARGE)
+            );
+        }
+    }
+
+    #[test]
+    fn item_size_limit_on_parsed_items() {
+        let specs = Specs::default();
+        // 32 KiB of JSON made only of valid attributes: 32 string attributes of 1000 chars.
+        let mut object = Map::new();
+        object.insert("_user_id".into(), json!("u"));
+        for i in 0..32 {
+            object.insert(format!("a{i:02}"), json!("x".repeat(1000)));
+        }
+        let len = serde_json::to_vec(&object).unwrap().len();
+        let missing = MAX_ITEM_BYTES - len - r#","zz":"""#.len();
+        object.insert("zz".into(), json!("x".repeat(missing)));
+        let item = Value::Object(object.clone());
+        assert_eq!(serde_json::to_vec(&item).unwrap().len(), MAX_ITEM_BYTES);
+        assert!(contacts::validate(&item, &specs).is_ok());
+        assert!(validate_item(ItemKind::Contact, &item, DateTime::UNIX_EPOCH, &specs).is_ok());
+        let raw = RawValue::from_string(item.to_string()).unwrap();
+        assert!(validate_contact(&raw, &specs).is_ok());
+
+        object.insert("zz".into(), json!("x".repeat(missing + 1)));
+        let item = Value::Object(object);
+        assert_eq!(
+            contacts::validate(&item, &specs).unwrap_err(),
+            item_error(TOO_LARGE)
+        );
+        assert_eq!(
+            events::validate(&item, DateTime::UNIX_EPOCH, &specs).unwrap_err(),
+            item_error(TOO_LARGE)
+        );
+        let raw = RawValue::from_string(item.to_string()).unwrap();
+        assert_eq!(
+            validate_contact(&raw, &specs).unwrap_err(),
+            item_error(TOO_LARGE)
+        );
+    }
+
+    #[test]
+    fn raw_items_that_are_not_objects() {
+        let specs = Specs::default();
+        for text in ["\"x\"", "1", "[]", "null", "true"] {
+            let raw = RawValue::from_string(text.into()).unwrap();
+            assert_eq!(
+                validate_contact(&raw, &specs).unwrap_err(),
+                item_error(MUST_BE_OBJECT)
+            );
+            assert_eq!(
+                validate_event(&raw, DateTime::UNIX_EPOCH, &specs).unwrap_err(),
+                item_error(MUST_BE_OBJECT)
+            );
+        }
+    }
+
+    #[test]
+    fn raw_and_parsed_entry_points_agree() {
+        let specs = Specs::default();
+        let now: DateTime<Utc> = "2026-11-24T12:00:00Z".parse().unwrap();
+        let contact = json!({"_user_id": "u", "_email": "a@b.co", "plan": "pro"});
+        let event = json!({"_user_id": "u", "_event_id": "e", "_event_type": "t"});
+        let raw = |v: &Value| RawValue::from_string(v.to_string()).unwrap();
+        assert_eq!(
+            validate_contact(&raw(&contact), &specs),
+            contacts::validate(&contact, &specs)
+        );
+        assert_eq!(
+            validate_raw(ItemKind::Contact, &raw(&contact), now, &specs),
+            validate_item(ItemKind::Contact, &contact, now, &specs)
+        );
+        assert_eq!(
+            validate_event(&raw(&event), now, &specs),
+            events::validate(&event, now, &specs)
+        );
+        assert_eq!(
+            validate_raw(ItemKind::Event, &raw(&event), now, &specs),
+            validate_item(ItemKind::Event, &event, now, &specs)
+        );
+        assert!(validate_item(ItemKind::Event, &event, now, &specs).is_ok());
+    }
+
+    #[test]
+    fn raw_number_out_of_range_is_invalid_format() {
+        // Well-formed JSON text that `Value` cannot hold.
+        let Ok(raw) = RawValue::from_string(r#"{"_user_id":"u","n":1e400}"#.into()) else {
+            return; // this serde_json rejects it up front: nothing to check
+        };
+        assert_eq!(
+            validate_contact(&raw, &Specs::default()).unwrap_err(),
+            item_error(INVALID_FORMAT)
+        );
     }
 }
