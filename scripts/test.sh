@@ -41,6 +41,19 @@ cargo test --locked --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
+# The OpenAPI document the gateway serves (written by crates/ingest-gateway/tests/openapi.rs)
+# must validate as OpenAPI 3.1 with a real validator.
+if [ "$status" -eq 0 ]; then
+  venv="$STACK_DIR/venv"
+  if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
+    say "installing openapi-spec-validator (PyPI) into $venv"
+    python3 -m venv "$venv" || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q openapi-spec-validator
+  fi
+  say "validating target/openapi.json as OpenAPI 3.1"
+  "$venv/bin/openapi-spec-validator" --schema 3.1.0 target/openapi.json || status=1
+fi
+
 # One closing line over every test binary (cargo prints one result line per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

@@ -20,11 +20,17 @@ use ingest_types::{BatchAnswer, Envelope, ItemOutcome, Operation, ENVELOPE_VERSI
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
+use utoipa::IntoParams;
 
 use crate::directory::Authorized;
 use crate::error::ApiError;
 use crate::metrics::{ITEMS_TOTAL, PUBLISH_DURATION_SECONDS, RATE_LIMITED_TOTAL};
+#[allow(unused_imports)]
+// ContactItem, EventItem and Message are named by the OpenAPI annotations.
+use crate::views::{
+    AttributeSpecView, AttributeSpecs, ContactItem, EventItem, EventParameterSpecs, EventSpecs,
+    EventTypeView, Health, Message, ParameterSpecView, StreamInfo,
+};
 use crate::AppState;
 
 /// Most items one batch may hold.
@@ -34,12 +40,27 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct StreamPath {
     project: String,
     datasource: String,
 }
 
+#[utoipa::path(post, path = "/v1/project/{project}/datasource/{datasource}/stream/contacts", tag = "stream",
+    params(StreamPath),
+    request_body(content = Vec<ContactItem>, description = "1–100 contacts (JSON array; `Content-Encoding: gzip` accepted)"),
+    responses(
+        (status = 202, description = "At least one item accepted and durable in the broker; see each item's outcome", body = BatchAnswer),
+        (status = 400, description = "Body not JSON, not an array, empty, over 100 items, bad gzip", body = Message),
+        (status = 413, description = "Body over 1 MiB after decompression", body = Message),
+        (status = 422, description = "Every item failed validation", body = BatchAnswer),
+        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
+        (status = 404, description = "Unknown project or datasource, or the token may not write there", body = Message),
+        (status = 429, description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"),
+        (status = 500, description = "Something broke; quote `request_id`", body = Message),
+        (status = 503, description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`", body = Message),
+    ))]
 pub async fn post_contacts(
     State(state): State<AppState>,
     Path(path): Path<StreamPath>,
@@ -52,6 +73,20 @@ pub async fn post_contacts(
     .await
 }
 
+#[utoipa::path(post, path = "/v1/project/{project}/datasource/{datasource}/stream/events", tag = "stream",
+    params(StreamPath),
+    request_body(content = Vec<EventItem>, description = "1–100 events (JSON array; `Content-Encoding: gzip` accepted)"),
+    responses(
+        (status = 202, description = "At least one item accepted and durable in the broker; see each item's outcome", body = BatchAnswer),
+        (status = 400, description = "Body not JSON, not an array, empty, over 100 items, bad gzip", body = Message),
+        (status = 413, description = "Body over 1 MiB after decompression", body = Message),
+        (status = 422, description = "Every item failed validation", body = BatchAnswer),
+        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
+        (status = 404, description = "Unknown project or datasource, or the token may not write there", body = Message),
+        (status = 429, description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"),
+        (status = 500, description = "Something broke; quote `request_id`", body = Message),
+        (status = 503, description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`", body = Message),
+    ))]
 pub async fn post_events(
     State(state): State<AppState>,
     Path(path): Path<StreamPath>,
@@ -64,17 +99,34 @@ pub async fn post_events(
     .await
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "The process serves", body = Health)))]
 pub async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
+    Json(Health {
+        status: "ok".into(),
+        message: None,
+    })
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "The broker is reachable", body = Health),
+        (status = 503, description = "The broker is not reachable", body = Health),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.publisher.broker_reachable().await {
-        Json(serde_json::json!({"status": "ready"})).into_response()
+        Json(Health {
+            status: "ready".into(),
+            message: None,
+        })
+        .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "unavailable", "message": "kafka is not reachable"})),
+            Json(Health {
+                status: "unavailable".into(),
+                message: Some("kafka is not reachable".into()),
+            }),
         )
             .into_response()
     }
@@ -212,7 +264,8 @@ async fn publish(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct EventTypePath {
     project: String,
     datasource: String,
@@ -221,30 +274,65 @@ pub struct EventTypePath {
 
 /// `GET /stream/specs/attributes`: the reserved attributes, then the datasource's
 /// declared custom ones, by name.
+#[utoipa::path(get, path = "/v1/project/{project}/datasource/{datasource}/stream/specs/attributes", tag = "specs",
+    params(StreamPath),
+    responses(
+        (status = 200, description = "Reserved and declared custom attributes", body = AttributeSpecs),
+        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
+        (status = 404, description = "Unknown project or datasource, or the token may not write there", body = Message),
+        (status = 429, description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"),
+        (status = 500, description = "Something broke; quote `request_id`", body = Message),
+        (status = 503, description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`", body = Message),
+    ))]
 pub async fn get_attribute_specs(
     State(state): State<AppState>,
     Path(path): Path<StreamPath>,
     headers: HeaderMap,
 ) -> Response {
-    guarded(&state, &path, &headers, Endpoint::Specs, |auth| async move {
-        let reserved = validate::contacts::RESERVED_ATTRIBUTES.iter().map(|(name, data_type, required)| {
-            serde_json::json!({"name": name, "data_type": data_type, "multivalue": false,
-                               "max_values": null, "reserved": true, "required": required})
-        });
-        let mut custom: Vec<_> = auth.specs.attributes.iter().collect();
-        custom.sort_by(|a, b| a.0.cmp(b.0));
-        let custom = custom.into_iter().map(|(name, spec)| {
-            serde_json::json!({"name": name, "data_type": spec.data_type,
-                               "multivalue": spec.max_values.is_some(), "max_values": spec.max_values,
-                               "reserved": false, "required": false})
-        });
-        let attributes: Vec<Value> = reserved.chain(custom).collect();
-        Ok(Json(serde_json::json!({ "attributes": attributes })).into_response())
-    })
+    guarded(
+        &state,
+        &path,
+        &headers,
+        Endpoint::Specs,
+        |auth| async move {
+            let reserved = validate::contacts::RESERVED_ATTRIBUTES.iter().map(
+                |(name, data_type, required)| AttributeSpecView {
+                    name: (*name).to_owned(),
+                    data_type: *data_type,
+                    multivalue: false,
+                    max_values: None,
+                    reserved: true,
+                    required: *required,
+                },
+            );
+            let mut custom: Vec<_> = auth.specs.attributes.iter().collect();
+            custom.sort_by(|a, b| a.0.cmp(b.0));
+            let custom = custom.into_iter().map(|(name, spec)| AttributeSpecView {
+                name: name.clone(),
+                data_type: spec.data_type,
+                multivalue: spec.max_values.is_some(),
+                max_values: spec.max_values,
+                reserved: false,
+                required: false,
+            });
+            let attributes = reserved.chain(custom).collect();
+            Ok(Json(AttributeSpecs { attributes }).into_response())
+        },
+    )
     .await
 }
 
 /// `GET /stream/specs/events`: the declared event types, by name (empty: any type is accepted).
+#[utoipa::path(get, path = "/v1/project/{project}/datasource/{datasource}/stream/specs/events", tag = "specs",
+    params(StreamPath),
+    responses(
+        (status = 200, description = "Declared event types", body = EventSpecs),
+        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
+        (status = 404, description = "Unknown project or datasource, or the token may not write there", body = Message),
+        (status = 429, description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"),
+        (status = 500, description = "Something broke; quote `request_id`", body = Message),
+        (status = 503, description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`", body = Message),
+    ))]
 pub async fn get_event_specs(
     State(state): State<AppState>,
     Path(path): Path<StreamPath>,
@@ -256,16 +344,17 @@ pub async fn get_event_specs(
         &headers,
         Endpoint::Specs,
         |auth| async move {
-            let mut names: Vec<&String> = auth.specs.event_types.keys().collect();
-            names.sort();
-            let event_types: Vec<Value> = names
-                .into_iter()
-                .map(|name| {
-                    let parameters = auth.specs.event_types[name].parameters.len();
-                    serde_json::json!({"name": name, "parameters": parameters})
+            let mut event_types: Vec<EventTypeView> = auth
+                .specs
+                .event_types
+                .iter()
+                .map(|(name, spec)| EventTypeView {
+                    name: name.clone(),
+                    parameters: spec.parameters.len(),
                 })
                 .collect();
-            Ok(Json(serde_json::json!({ "event_types": event_types })).into_response())
+            event_types.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(Json(EventSpecs { event_types }).into_response())
         },
     )
     .await
@@ -273,6 +362,15 @@ pub async fn get_event_specs(
 
 /// `GET /stream/specs/event-parameters/{event_type}`: the parameter specs of one declared
 /// event type; 404 when the type is not declared.
+#[utoipa::path(get, path = "/v1/project/{project}/datasource/{datasource}/stream/specs/event-parameters/{event_type}", tag = "specs",
+    params(EventTypePath),
+    responses(
+        (status = 200, description = "Parameter specs of the event type", body = EventParameterSpecs),
+        (status = 404, description = "The event type is not declared (or, as for every endpoint, unknown project/datasource)", body = Message),
+        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
+        (status = 429, description = "Rate limit exceeded (empty body)"),
+        (status = 503, description = "The tenancy database cannot be reached", body = Message),
+    ))]
 pub async fn get_event_parameter_specs(
     State(state): State<AppState>,
     Path(EventTypePath {
@@ -297,26 +395,39 @@ pub async fn get_event_parameter_specs(
                 .event_types
                 .get(&event_type)
                 .ok_or(ApiError::EventTypeNotDeclared)?;
-            let mut parameters: Vec<_> = spec.parameters.iter().collect();
-            parameters.sort_by(|a, b| a.0.cmp(b.0));
-            let parameters: Vec<Value> = parameters
-                .into_iter()
-                .map(|(name, p)| {
-                    serde_json::json!({"name": name, "data_type": p.data_type,
-                                   "multivalue": p.max_values.is_some(), "max_values": p.max_values,
-                                   "required": p.required})
+            let mut parameters: Vec<ParameterSpecView> = spec
+                .parameters
+                .iter()
+                .map(|(name, p)| ParameterSpecView {
+                    name: name.clone(),
+                    data_type: p.data_type,
+                    multivalue: p.max_values.is_some(),
+                    max_values: p.max_values,
+                    required: p.required,
                 })
                 .collect();
-            Ok(
-                Json(serde_json::json!({"event_type": event_type, "parameters": parameters}))
-                    .into_response(),
-            )
+            parameters.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(Json(EventParameterSpecs {
+                event_type,
+                parameters,
+            })
+            .into_response())
         },
     )
     .await
 }
 
 /// `GET /stream`: a cheap token check; says what the token may do here.
+#[utoipa::path(get, path = "/v1/project/{project}/datasource/{datasource}/stream", tag = "stream",
+    params(StreamPath),
+    responses(
+        (status = 200, description = "The token may write here", body = StreamInfo),
+        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
+        (status = 404, description = "Unknown project or datasource, or the token may not write there", body = Message),
+        (status = 429, description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"),
+        (status = 500, description = "Something broke; quote `request_id`", body = Message),
+        (status = 503, description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`", body = Message),
+    ))]
 pub async fn get_stream(
     State(state): State<AppState>,
     Path(path): Path<StreamPath>,
@@ -328,23 +439,29 @@ pub async fn get_stream(
         &headers,
         Endpoint::Stream,
         |auth| async move {
-            let limits: serde_json::Map<String, Value> = Endpoint::ALL
+            let rate_limits = Endpoint::ALL
                 .iter()
-                .map(|e| (e.as_str().to_owned(), Value::from(auth.limits.get(*e))))
+                .map(|e| (e.as_str().to_owned(), auth.limits.get(*e)))
                 .collect();
-            let body = serde_json::json!({
-                "project": auth.project,
-                "datasource": auth.datasource,
-                "token_scope": if auth.project_scope { "project" } else { "datasource" },
-                "rate_limits": limits,
-            });
-            Ok(Json(body).into_response())
+            let token_scope = if auth.project_scope {
+                "project"
+            } else {
+                "datasource"
+            };
+            Ok(Json(StreamInfo {
+                project: auth.project,
+                datasource: auth.datasource,
+                token_scope: token_scope.to_owned(),
+                rate_limits,
+            })
+            .into_response())
         },
     )
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct ContactPath {
     project: String,
     datasource: String,
@@ -353,6 +470,17 @@ pub struct ContactPath {
 
 /// `DELETE /stream/contacts/{user_id}`: published on the contacts topic with the same key
 /// as the user's upserts, so Kafka keeps it in order with them.
+#[utoipa::path(delete, path = "/v1/project/{project}/datasource/{datasource}/stream/contacts/{user_id}", tag = "stream",
+    params(ContactPath),
+    responses(
+        (status = 202, description = "The delete is durable in the broker, ordered with the user's upserts", body = BatchAnswer),
+        (status = 422, description = "The user id is invalid", body = BatchAnswer),
+        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
+        (status = 404, description = "Unknown project or datasource, or the token may not write there", body = Message),
+        (status = 429, description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"),
+        (status = 500, description = "Something broke; quote `request_id`", body = Message),
+        (status = 503, description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`", body = Message),
+    ))]
 pub async fn delete_contact(
     State(state): State<AppState>,
     Path(ContactPath {
@@ -464,6 +592,11 @@ fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// `GET /openapi.json`: this API as an OpenAPI 3.1 document.
+pub async fn openapi() -> impl IntoResponse {
+    Json(crate::openapi::document())
 }
 
 #[cfg(test)]

@@ -13,8 +13,10 @@ pub mod directory;
 pub mod error;
 pub mod handlers;
 pub mod metrics;
+pub mod openapi;
 pub mod publish;
 pub mod ratelimit;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -173,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(handlers::openapi))
         .layer(middleware::from_fn(catch_panics))
         .layer(middleware::from_fn(track_http))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))

@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 use crate::validate::{Echo, FieldErrors};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchAnswer {
     pub entity: BatchEntity,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchEntity {
     pub successful: usize,
     pub failed: usize,
@@ -23,6 +25,7 @@ pub struct BatchEntity {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ItemOutcome {
     pub status: ItemStatus,
     /// The item's `_user_id`, or `null` when it was missing or not a string.
@@ -34,12 +37,16 @@ pub struct ItemOutcome {
         default,
         skip_serializing_if = "EventId::is_absent"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, required = false))]
     pub event_id: EventId,
+    /// Each offending field with its messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::BTreeMap<String, Vec<String>>>))]
     pub errors: Option<FieldErrors>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
     Success,

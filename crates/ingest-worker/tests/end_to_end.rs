@@ -185,7 +185,7 @@ async fn upsert_delete_upsert_across_requests_applies_in_order() {
     );
 
     wait_for("the marker contact", Duration::from_secs(60), || async {
-        sqlx::query_scalar::<_, i64>(
+        sqlx::query_scalar::<_, i32>(
             "SELECT 1 FROM contacts WHERE project = $1 AND user_id = 'MARKER'",
         )
         .bind(&tenant.project)

@@ -2,12 +2,14 @@
 
 mod db;
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use ingest_types::tenancy::Endpoint;
+use ingest_types::validate::specs::{AttributeSpec, DataType, ParameterSpec, Specs};
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -45,6 +47,10 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Declare what a datasource's data looks like: custom attribute specs, event types
+    /// and their parameter specs (the gateway validates against them).
+    #[command(subcommand)]
+    Spec(SpecCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +123,118 @@ enum TokenCommand {
     Revoke {
         /// The token's id (tok_...), as shown by `token create` and `token list`.
         token_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SpecCommand {
+    /// Declare, change and remove custom attribute specs.
+    #[command(subcommand)]
+    Attribute(AttributeCommand),
+    /// Declare and remove event types. Once any is declared, events of other types are
+    /// rejected.
+    #[command(subcommand, name = "event-type")]
+    EventType(EventTypeCommand),
+    /// Declare, change and remove parameter specs of a declared event type.
+    #[command(subcommand)]
+    Parameter(ParameterCommand),
+    /// Show everything a datasource declares. With --json: the specs document the
+    /// gateway validates against.
+    List {
+        /// The datasource's project.
+        project: String,
+        /// The datasource (it must exist).
+        datasource: String,
+    },
+}
+
+/// How a spec constrains values: `--type` and `--multivalue`.
+#[derive(Debug, clap::Args)]
+struct ValueArgs {
+    /// string, number or boolean (of each value, when multivalue).
+    #[arg(long = "type", value_name = "TYPE")]
+    data_type: String,
+    /// Make it multivalue: a set of at most this many values (1-100). Without it, a
+    /// single value.
+    #[arg(long, value_name = "MAX", allow_negative_numbers = true)]
+    multivalue: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AttributeCommand {
+    /// Declare a custom attribute, or replace its spec.
+    Set {
+        /// The datasource's project.
+        project: String,
+        /// The datasource (it must exist).
+        datasource: String,
+        /// Attribute name: ^[a-z][a-z0-9_]{0,63}$.
+        name: String,
+        #[command(flatten)]
+        value: ValueArgs,
+    },
+    /// Remove a custom attribute's spec (the attribute is then held only to the generic
+    /// rules).
+    Remove {
+        /// The datasource's project.
+        project: String,
+        /// The datasource (it must exist).
+        datasource: String,
+        /// The declared attribute's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventTypeCommand {
+    /// Declare an event type. Declaring a declared one again is a no-op.
+    Add {
+        /// The datasource's project.
+        project: String,
+        /// The datasource (it must exist).
+        datasource: String,
+        /// Event type: 1-128 characters.
+        event_type: String,
+    },
+    /// Remove a declared event type and its parameter specs.
+    Remove {
+        /// The datasource's project.
+        project: String,
+        /// The datasource (it must exist).
+        datasource: String,
+        /// The declared event type.
+        event_type: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ParameterCommand {
+    /// Declare a parameter of a declared event type, or replace its spec.
+    Set {
+        /// The datasource's project.
+        project: String,
+        /// The datasource (it must exist).
+        datasource: String,
+        /// The event type (it must be declared).
+        event_type: String,
+        /// Parameter name: ^[a-z][a-z0-9_]{0,63}$.
+        name: String,
+        #[command(flatten)]
+        value: ValueArgs,
+        /// Every event of this type must carry the parameter (not null).
+        #[arg(long)]
+        required: bool,
+    },
+    /// Remove a parameter spec of a declared event type.
+    Remove {
+        /// The datasource's project.
+        project: String,
+        /// The datasource (it must exist).
+        datasource: String,
+        /// The declared event type.
+        event_type: String,
+        /// The declared parameter's name.
+        name: String,
     },
 }
 
@@ -255,8 +373,199 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             })?;
         }
+        Command::Spec(command) => spec(&pool, out, command).await?,
     }
     Ok(())
+}
+
+async fn spec(pool: &PgPool, out: Output, command: SpecCommand) -> anyhow::Result<()> {
+    match command {
+        SpecCommand::Attribute(AttributeCommand::Set {
+            project,
+            datasource,
+            name,
+            value,
+        }) => {
+            let (data_type, max_values) = db::parse_value_spec(&value.data_type, value.multivalue)?;
+            let spec = AttributeSpec {
+                data_type,
+                max_values,
+            };
+            let a = db::set_attribute(pool, &project, &datasource, &name, spec).await?;
+            out.print(&a, || {
+                let now = describe(a.spec.data_type, a.spec.max_values);
+                match &a.previous {
+                    None => {
+                        println!("declared attribute {name:?} on {project}/{datasource}: {now}")
+                    }
+                    Some(p) => println!(
+                        "updated attribute {name:?} on {project}/{datasource}: {now} (was {})",
+                        describe(p.data_type, p.max_values)
+                    ),
+                }
+            })?;
+        }
+        SpecCommand::Attribute(AttributeCommand::Remove {
+            project,
+            datasource,
+            name,
+        }) => {
+            let r = db::remove_attribute(pool, &project, &datasource, &name).await?;
+            out.print(&r, || {
+                println!(
+                    "removed attribute {name:?} from {project}/{datasource} (was {})",
+                    describe(r.removed.data_type, r.removed.max_values)
+                );
+            })?;
+        }
+        SpecCommand::EventType(EventTypeCommand::Add {
+            project,
+            datasource,
+            event_type,
+        }) => {
+            let e = db::add_event_type(pool, &project, &datasource, &event_type).await?;
+            out.print(&e, || {
+                if e.already_declared {
+                    println!(
+                        "event type {event_type:?} was already declared on {project}/{datasource}"
+                    );
+                } else {
+                    println!("declared event type {event_type:?} on {project}/{datasource}");
+                }
+            })?;
+        }
+        SpecCommand::EventType(EventTypeCommand::Remove {
+            project,
+            datasource,
+            event_type,
+        }) => {
+            let r = db::remove_event_type(pool, &project, &datasource, &event_type).await?;
+            out.print(&r, || {
+                let params = match r.parameters_removed.len() {
+                    0 => String::new(),
+                    n => format!(
+                        " and its {n} parameter spec{} ({})",
+                        if n == 1 { "" } else { "s" },
+                        r.parameters_removed.join(", ")
+                    ),
+                };
+                println!("removed event type {event_type:?}{params} from {project}/{datasource}");
+            })?;
+        }
+        SpecCommand::Parameter(ParameterCommand::Set {
+            project,
+            datasource,
+            event_type,
+            name,
+            value,
+            required,
+        }) => {
+            let (data_type, max_values) = db::parse_value_spec(&value.data_type, value.multivalue)?;
+            let spec = ParameterSpec {
+                data_type,
+                max_values,
+                required,
+            };
+            let p =
+                db::set_parameter(pool, &project, &datasource, &event_type, &name, spec).await?;
+            out.print(&p, || {
+                let describe = |s: &ParameterSpec| {
+                    let required = if s.required { "required" } else { "optional" };
+                    format!("{}, {required}", describe(s.data_type, s.max_values))
+                };
+                let what = format!(
+                    "parameter {name:?} of event type {event_type:?} on {project}/{datasource}"
+                );
+                match &p.previous {
+                    None => println!("declared {what}: {}", describe(&p.spec)),
+                    Some(prev) => println!(
+                        "updated {what}: {} (was {})",
+                        describe(&p.spec),
+                        describe(prev)
+                    ),
+                }
+            })?;
+        }
+        SpecCommand::Parameter(ParameterCommand::Remove {
+            project,
+            datasource,
+            event_type,
+            name,
+        }) => {
+            let r = db::remove_parameter(pool, &project, &datasource, &event_type, &name).await?;
+            out.print(&r, || {
+                println!(
+                    "removed parameter {name:?} of event type {event_type:?} from {project}/{datasource}"
+                );
+            })?;
+        }
+        SpecCommand::List {
+            project,
+            datasource,
+        } => {
+            let specs = db::list_specs(pool, &project, &datasource).await?;
+            out.print(&specs, || specs_tables(&specs))?;
+        }
+    }
+    Ok(())
+}
+
+/// "string, single value" or "number, up to 5 values".
+fn describe(data_type: DataType, max_values: Option<u32>) -> String {
+    format!("{}, {}", data_type.as_str(), values(max_values))
+}
+
+fn values(max_values: Option<u32>) -> String {
+    match max_values {
+        None => "single value".to_owned(),
+        Some(n) => format!("up to {n} values"),
+    }
+}
+
+/// Attribute specs, then event types with their parameters, each sorted by name.
+fn specs_tables(specs: &Specs) {
+    let bound = |max_values: Option<u32>| {
+        max_values.map_or_else(|| "single".to_owned(), |n| format!("max {n}"))
+    };
+    let attributes: BTreeMap<_, _> = specs.attributes.iter().collect();
+    let rows = attributes
+        .into_iter()
+        .map(|(name, a)| {
+            vec![
+                name.clone(),
+                a.data_type.as_str().to_owned(),
+                bound(a.max_values),
+            ]
+        })
+        .collect();
+    table(
+        &["ATTRIBUTE", "TYPE", "VALUES"],
+        rows,
+        "no attribute specs (custom attributes are held to the generic rules)",
+    );
+    println!();
+    let event_types: BTreeMap<_, _> = specs.event_types.iter().collect();
+    let mut rows = Vec::new();
+    for (event_type, spec) in event_types {
+        if spec.parameters.is_empty() {
+            rows.push(vec![event_type.clone(), "-".to_owned()]);
+        }
+        let parameters: BTreeMap<_, _> = spec.parameters.iter().collect();
+        for (name, p) in parameters {
+            rows.push(vec![
+                event_type.clone(),
+                name.clone(),
+                p.data_type.as_str().to_owned(),
+                bound(p.max_values),
+                if p.required { "yes" } else { "no" }.to_owned(),
+            ]);
+        }
+    }
+    table(
+        &["EVENT TYPE", "PARAMETER", "TYPE", "VALUES", "REQUIRED"],
+        rows,
+        "no event types (every event type is accepted)",
+    );
 }
 
 async fn migrate(pool: &PgPool, out: Output) -> anyhow::Result<()> {

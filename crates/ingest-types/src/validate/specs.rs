@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// The type of a declared attribute or parameter (of each value, when multivalue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DataType {
     String,
