@@ -6,10 +6,10 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use crate::directory::AuthError;
 use crate::publish::PublishError;
+use crate::views::Message;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -88,12 +88,13 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
-    fn body(&self) -> serde_json::Value {
-        match self {
-            ApiError::Internal { request_id, .. } => {
-                json!({"message": self.to_string(), "request_id": request_id})
-            }
-            _ => json!({"message": self.to_string()}),
+    fn body(&self) -> Message {
+        Message {
+            message: self.to_string(),
+            request_id: match self {
+                ApiError::Internal { request_id, .. } => Some(request_id.clone()),
+                _ => None,
+            },
         }
     }
 }

@@ -24,7 +24,9 @@ use utoipa::IntoParams;
 
 use crate::directory::Authorized;
 use crate::error::ApiError;
-use crate::metrics::{ITEMS_TOTAL, PUBLISH_DURATION_SECONDS, RATE_LIMITED_TOTAL};
+use crate::metrics::{
+    ITEMS_TOTAL, PRODUCER_QUEUE_MESSAGES, PUBLISH_DURATION_SECONDS, RATE_LIMITED_TOTAL,
+};
 #[allow(unused_imports)]
 // ContactItem, EventItem and Message are named by the OpenAPI annotations.
 use crate::views::{
@@ -133,6 +135,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    metrics::gauge!(PRODUCER_QUEUE_MESSAGES).set(f64::from(state.publisher.queue_depth()));
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -7,6 +7,8 @@ pub const HTTP_REQUESTS_TOTAL: &str = "ingest_gateway_http_requests_total";
 pub const ITEMS_TOTAL: &str = "ingest_gateway_items_total";
 /// Time from the first send of a batch to the broker's last acknowledgement.
 pub const PUBLISH_DURATION_SECONDS: &str = "ingest_gateway_publish_duration_seconds";
+/// Messages in the producer's queue (sent, not yet acknowledged), at scrape time.
+pub const PRODUCER_QUEUE_MESSAGES: &str = "ingest_gateway_producer_queue_messages";
 /// Token or datasource look-ups that went to the database, by `kind`.
 pub const AUTH_CACHE_MISSES_TOTAL: &str = "ingest_gateway_auth_cache_misses_total";
 /// Quota reservations that failed because the database was unreachable.

@@ -87,6 +87,11 @@ impl Publisher {
         Ok(())
     }
 
+    /// Messages handed to the producer and not yet acknowledged or failed.
+    pub fn queue_depth(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+
     /// Whether the broker answers a metadata request in time (readiness).
     pub async fn broker_reachable(&self) -> bool {
         let producer = self.producer.clone();

@@ -242,6 +242,14 @@ async fn operations_endpoints_answer() {
         "{metrics}"
     );
     assert!(metrics.contains("ingest_gateway_http_requests_total{route=\"/v1/project/{project}/datasource/{datasource}/stream/contacts\",status=\"202\"}"), "{metrics}");
+    assert!(
+        metrics.contains("ingest_gateway_producer_queue_messages 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ingest_gateway_publish_duration_seconds_bucket"),
+        "{metrics}"
+    );
     gateway.stop().await;
     topics.delete().await;
 }
