@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use ingest_types::tenancy::{
     hash_token, is_valid_id, is_well_formed_token, Endpoint, DEFAULT_REQUESTS_PER_MINUTE,
 };
-use ingest_types::validate::specs::{AttributeSpec, DataType, EventTypeSpec, ParameterSpec, Specs};
+use ingest_types::validate::specs::{self, Specs};
 use moka::future::Cache;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -141,60 +141,6 @@ async fn connect_listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     listener.eager_reconnect(false);
     listener.listen(CHANNEL).await?;
     Ok(listener)
-}
-
-/// A datasource's declared attribute specs, event types and parameter specs.
-async fn load_specs(pool: &PgPool, project: &str, datasource: &str) -> Result<Specs, sqlx::Error> {
-    fn parse_type(t: &str) -> Result<DataType, sqlx::Error> {
-        t.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))
-    }
-    let max_values = |n: Option<i32>| n.and_then(|n| u32::try_from(n).ok());
-    let mut specs = Specs::default();
-    let attributes: Vec<(String, String, Option<i32>)> = sqlx::query_as(
-        "SELECT name, data_type, max_values FROM attribute_specs WHERE project = $1 AND datasource = $2",
-    )
-    .bind(project)
-    .bind(datasource)
-    .fetch_all(pool)
-    .await?;
-    for (name, data_type, max) in attributes {
-        let spec = AttributeSpec {
-            data_type: parse_type(&data_type)?,
-            max_values: max_values(max),
-        };
-        specs.attributes.insert(name, spec);
-    }
-    let event_types: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM event_types WHERE project = $1 AND datasource = $2")
-            .bind(project)
-            .bind(datasource)
-            .fetch_all(pool)
-            .await?;
-    for name in event_types {
-        specs.event_types.insert(name, EventTypeSpec::default());
-    }
-    let parameters: Vec<(String, String, String, Option<i32>, bool)> = sqlx::query_as(
-        "SELECT event_type, name, data_type, max_values, required FROM event_parameter_specs
-         WHERE project = $1 AND datasource = $2",
-    )
-    .bind(project)
-    .bind(datasource)
-    .fetch_all(pool)
-    .await?;
-    for (event_type, name, data_type, max, required) in parameters {
-        let spec = ParameterSpec {
-            data_type: parse_type(&data_type)?,
-            max_values: max_values(max),
-            required,
-        };
-        specs
-            .event_types
-            .entry(event_type)
-            .or_default()
-            .parameters
-            .insert(name, spec);
-    }
-    Ok(specs)
 }
 
 #[derive(Clone)]
@@ -351,7 +297,7 @@ impl Directory {
                     limits.0[Limits::index(endpoint)] = u32::try_from(rpm).unwrap_or(1).max(1);
                 }
             }
-            let specs = Arc::new(load_specs(&pool, &project, &datasource).await?);
+            let specs = Arc::new(specs::load(&pool, &project, &datasource).await?);
             Ok(Some(DatasourceRecord { limits, specs }))
         })
         .await

@@ -30,8 +30,8 @@ use crate::metrics::{
 #[allow(unused_imports)]
 // ContactItem, EventItem and Message are named by the OpenAPI annotations.
 use crate::views::{
-    AttributeSpecView, AttributeSpecs, ContactItem, EventItem, EventParameterSpecs, EventSpecs,
-    EventTypeView, Health, Message, ParameterSpecView, StreamInfo,
+    AttributeSpecView, AttributeSpecs, BatchAnswers, ContactItem, EventItem, EventParameterSpecs,
+    EventSpecs, EventTypeView, GuardedErrors, Health, Message, ParameterSpecView, StreamInfo,
 };
 use crate::AppState;
 
@@ -53,15 +53,8 @@ pub struct StreamPath {
     params(StreamPath),
     request_body(content = Vec<ContactItem>, description = "1–100 contacts (JSON array; `Content-Encoding: gzip` accepted)"),
     responses(
-        (status = 202, description = "At least one item accepted and durable in the broker; see each item's outcome", body = BatchAnswer),
-        (status = 400, description = "Body not JSON, not an array, empty, over 100 items, bad gzip", body = Message),
-        (status = 413, description = "Body over 1 MiB after decompression", body = Message),
-        (status = 422, description = "Every item failed validation", body = BatchAnswer),
-        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
-        (status = 404, description = "Unknown project or datasource, or the token may not write there", body = Message),
-        (status = 429, description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"),
-        (status = 500, description = "Something broke; quote `request_id`", body = Message),
-        (status = 503, description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`", body = Message),
+        BatchAnswers,
+        GuardedErrors,
     ))]
 pub async fn post_contacts(
     State(state): State<AppState>,
@@ -79,15 +72,8 @@ pub async fn post_contacts(
     params(StreamPath),
     request_body(content = Vec<EventItem>, description = "1–100 events (JSON array; `Content-Encoding: gzip` accepted)"),
     responses(
-        (status = 202, description = "At least one item accepted and durable in the broker; see each item's outcome", body = BatchAnswer),
-        (status = 400, description = "Body not JSON, not an array, empty, over 100 items, bad gzip", body = Message),
-        (status = 413, description = "Body over 1 MiB after decompression", body = Message),
-        (status = 422, description = "Every item failed validation", body = BatchAnswer),
-        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
-        (status = 404, description = "Unknown project or datasource, or the token may not write there", body = Message),
-        (status = 429, description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"),
-        (status = 500, description = "Something broke; quote `request_id`", body = Message),
-        (status = 503, description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`", body = Message),
+        BatchAnswers,
+        GuardedErrors,
     ))]
 pub async fn post_events(
     State(state): State<AppState>,
@@ -281,11 +267,7 @@ pub struct EventTypePath {
     params(StreamPath),
     responses(
         (status = 200, description = "Reserved and declared custom attributes", body = AttributeSpecs),
-        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
-        (status = 404, description = "Unknown project or datasource, or the token may not write there", body = Message),
-        (status = 429, description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"),
-        (status = 500, description = "Something broke; quote `request_id`", body = Message),
-        (status = 503, description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`", body = Message),
+        GuardedErrors,
     ))]
 pub async fn get_attribute_specs(
     State(state): State<AppState>,
@@ -330,11 +312,7 @@ pub async fn get_attribute_specs(
     params(StreamPath),
     responses(
         (status = 200, description = "Declared event types", body = EventSpecs),
-        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
-        (status = 404, description = "Unknown project or datasource, or the token may not write there", body = Message),
-        (status = 429, description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"),
-        (status = 500, description = "Something broke; quote `request_id`", body = Message),
-        (status = 503, description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`", body = Message),
+        GuardedErrors,
     ))]
 pub async fn get_event_specs(
     State(state): State<AppState>,
@@ -425,11 +403,7 @@ pub async fn get_event_parameter_specs(
     params(StreamPath),
     responses(
         (status = 200, description = "The token may write here", body = StreamInfo),
-        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
-        (status = 404, description = "Unknown project or datasource, or the token may not write there", body = Message),
-        (status = 429, description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"),
-        (status = 500, description = "Something broke; quote `request_id`", body = Message),
-        (status = 503, description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`", body = Message),
+        GuardedErrors,
     ))]
 pub async fn get_stream(
     State(state): State<AppState>,
@@ -478,11 +452,7 @@ pub struct ContactPath {
     responses(
         (status = 202, description = "The delete is durable in the broker, ordered with the user's upserts", body = BatchAnswer),
         (status = 422, description = "The user id is invalid", body = BatchAnswer),
-        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
-        (status = 404, description = "Unknown project or datasource, or the token may not write there", body = Message),
-        (status = 429, description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"),
-        (status = 500, description = "Something broke; quote `request_id`", body = Message),
-        (status = 503, description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`", body = Message),
+        GuardedErrors,
     ))]
 pub async fn delete_contact(
     State(state): State<AppState>,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use ingest_types::validate::specs::DataType;
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 /// `{"message": "..."}`: every error answer with a body (500s add `request_id`).
 #[derive(Debug, Serialize, ToSchema)]
@@ -115,4 +115,52 @@ pub struct EventItem {
     pub _event_date: Option<String>,
     /// Values as for custom attributes; declared parameter specs are enforced.
     pub _event_parameters: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// The failures every authenticated endpoint can answer with (for the OpenAPI document).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only named by OpenAPI annotations; `ApiError` builds the real answers.
+pub enum GuardedErrors {
+    #[response(
+        status = 401,
+        description = "Missing, non-Bearer, malformed, unknown or revoked token"
+    )]
+    Unauthorized(Message),
+    #[response(
+        status = 404,
+        description = "Unknown project or datasource, or the token may not write there"
+    )]
+    NotFound(Message),
+    #[response(
+        status = 429,
+        description = "Rate limit exceeded (empty body; `Retry-After` and `X-RateLimit-*` headers)"
+    )]
+    RateLimited,
+    #[response(status = 500, description = "Something broke; quote `request_id`")]
+    Internal(Message),
+    #[response(
+        status = 503,
+        description = "The tenancy database or the broker cannot be reached; retry after `Retry-After`"
+    )]
+    Unavailable(Message),
+}
+
+/// The answers specific to the batch endpoints (for the OpenAPI document).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum BatchAnswers {
+    #[response(
+        status = 202,
+        description = "At least one item accepted and durable in the broker; see each item's outcome"
+    )]
+    Accepted(ingest_types::BatchAnswer),
+    #[response(
+        status = 400,
+        description = "Body not JSON, not an array, empty, over 100 items, bad gzip"
+    )]
+    BadRequest(Message),
+    #[response(status = 413, description = "Body over 1 MiB after decompression")]
+    TooLarge(Message),
+    #[response(status = 422, description = "Every item failed validation")]
+    AllInvalid(ingest_types::BatchAnswer),
 }

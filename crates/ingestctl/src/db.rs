@@ -519,55 +519,7 @@ fn no_such_event_type(project: &str, datasource: &str, event_type: &str) -> Erro
 /// Everything a datasource declares, in the shape the gateway validates against.
 pub async fn list_specs(pool: &PgPool, project: &str, datasource: &str) -> Result<Specs> {
     ensure_datasource(pool, project, datasource).await?;
-    let mut specs = Specs::default();
-    let attributes: Vec<(String, String, Option<i32>)> = sqlx::query_as(
-        "SELECT name, data_type, max_values FROM attribute_specs
-          WHERE project = $1 AND datasource = $2",
-    )
-    .bind(project)
-    .bind(datasource)
-    .fetch_all(pool)
-    .await?;
-    for (name, data_type, max_values) in attributes {
-        let (data_type, max_values) = value_spec(&data_type, max_values)?;
-        let spec = AttributeSpec {
-            data_type,
-            max_values,
-        };
-        specs.attributes.insert(name, spec);
-    }
-    let event_types: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM event_types WHERE project = $1 AND datasource = $2")
-            .bind(project)
-            .bind(datasource)
-            .fetch_all(pool)
-            .await?;
-    for name in event_types {
-        specs.event_types.insert(name, Default::default());
-    }
-    let parameters: Vec<(String, String, String, Option<i32>, bool)> = sqlx::query_as(
-        "SELECT event_type, name, data_type, max_values, required FROM event_parameter_specs
-          WHERE project = $1 AND datasource = $2",
-    )
-    .bind(project)
-    .bind(datasource)
-    .fetch_all(pool)
-    .await?;
-    for (event_type, name, data_type, max_values, required) in parameters {
-        let (data_type, max_values) = value_spec(&data_type, max_values)?;
-        let spec = ParameterSpec {
-            data_type,
-            max_values,
-            required,
-        };
-        specs
-            .event_types
-            .entry(event_type)
-            .or_default()
-            .parameters
-            .insert(name, spec);
-    }
-    Ok(specs)
+    Ok(ingest_types::validate::specs::load(pool, project, datasource).await?)
 }
 
 #[derive(Debug, Serialize)]

@@ -84,6 +84,66 @@ pub struct Specs {
     pub event_types: HashMap<String, EventTypeSpec>,
 }
 
+/// A datasource's declared attribute specs, event types and parameter specs, as stored
+/// by `ingestctl spec ...` (migration 3). Feature `db`.
+#[cfg(feature = "db")]
+pub async fn load(
+    pool: &sqlx::PgPool,
+    project: &str,
+    datasource: &str,
+) -> Result<Specs, sqlx::Error> {
+    fn parse_type(t: &str) -> Result<DataType, sqlx::Error> {
+        t.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))
+    }
+    let max_values = |n: Option<i32>| n.and_then(|n| u32::try_from(n).ok());
+    let mut specs = Specs::default();
+    let attributes: Vec<(String, String, Option<i32>)> = sqlx::query_as(
+        "SELECT name, data_type, max_values FROM attribute_specs WHERE project = $1 AND datasource = $2",
+    )
+    .bind(project)
+    .bind(datasource)
+    .fetch_all(pool)
+    .await?;
+    for (name, data_type, max) in attributes {
+        let spec = AttributeSpec {
+            data_type: parse_type(&data_type)?,
+            max_values: max_values(max),
+        };
+        specs.attributes.insert(name, spec);
+    }
+    let event_types: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM event_types WHERE project = $1 AND datasource = $2")
+            .bind(project)
+            .bind(datasource)
+            .fetch_all(pool)
+            .await?;
+    for name in event_types {
+        specs.event_types.insert(name, EventTypeSpec::default());
+    }
+    let parameters: Vec<(String, String, String, Option<i32>, bool)> = sqlx::query_as(
+        "SELECT event_type, name, data_type, max_values, required FROM event_parameter_specs
+         WHERE project = $1 AND datasource = $2",
+    )
+    .bind(project)
+    .bind(datasource)
+    .fetch_all(pool)
+    .await?;
+    for (event_type, name, data_type, max, required) in parameters {
+        let spec = ParameterSpec {
+            data_type: parse_type(&data_type)?,
+            max_values: max_values(max),
+            required,
+        };
+        specs
+            .event_types
+            .entry(event_type)
+            .or_default()
+            .parameters
+            .insert(name, spec);
+    }
+    Ok(specs)
+}
+
 /// The part of an attribute or parameter spec that constrains a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ValueSpec {
