@@ -242,8 +242,9 @@ async fn operations_endpoints_answer() {
         "{metrics}"
     );
     assert!(metrics.contains("ingest_gateway_http_requests_total{route=\"/v1/project/{project}/datasource/{datasource}/stream/contacts\",status=\"202\"}"), "{metrics}");
+    // The recorder is shared by every gateway of this test process: check presence only.
     assert!(
-        metrics.contains("ingest_gateway_producer_queue_messages 0"),
+        metrics.contains("\ningest_gateway_producer_queue_messages "),
         "{metrics}"
     );
     assert!(
