@@ -47,7 +47,10 @@ if [ "$status" -eq 0 ]; then
   venv="$STACK_DIR/venv"
   if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
     say "installing openapi-spec-validator (PyPI) into $venv"
-    python3 -m venv "$venv" || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"; }
+    if ! python3 -m venv "$venv"; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$venv"
+    fi
     "$venv/bin/pip" install -q openapi-spec-validator
   fi
   say "validating target/openapi.json as OpenAPI 3.1"
