@@ -8,6 +8,7 @@
 //! | `INGEST_PUBLISH_TIMEOUT_MS` | `5000` | how long a batch may wait for the broker's acknowledgement before the request fails with 503 |
 //! | `INGEST_KAFKA_LINGER_MS` | `5` | producer `linger.ms` |
 //! | `INGEST_KAFKA_COMPRESSION` | `lz4` | producer `compression.type` |
+//! | `INGEST_KAFKA_QUEUE_MAX_KBYTES` | `131072` | most data (KiB) waiting in the producer; when full, writes get 503 at once |
 //! | `DATABASE_URL` | `postgres://ingest@127.0.0.1:55432/ingest` | tenancy database (tokens, datasources, limits) |
 //! | `INGEST_DB_MAX_CONNECTIONS` | `8` | pool size |
 //! | `INGEST_AUTH_CACHE_CAPACITY` | `100000` | most tokens (and, separately, datasources) cached |
@@ -30,6 +31,7 @@ pub struct Config {
     pub publish_timeout: Duration,
     pub linger_ms: u64,
     pub compression: String,
+    pub queue_max_kbytes: u32,
     pub database_url: String,
     pub db_max_connections: u32,
     pub auth_cache_capacity: u64,
@@ -47,6 +49,7 @@ impl std::fmt::Debug for Config {
             .field("publish_timeout", &self.publish_timeout)
             .field("linger_ms", &self.linger_ms)
             .field("compression", &self.compression)
+            .field("queue_max_kbytes", &self.queue_max_kbytes)
             .field("database_url", &redact_password(&self.database_url))
             .field("db_max_connections", &self.db_max_connections)
             .field("auth_cache_capacity", &self.auth_cache_capacity)
@@ -75,6 +78,7 @@ impl Config {
             ),
             linger_ms: vars.parse("INGEST_KAFKA_LINGER_MS", "5")?,
             compression: vars.string("INGEST_KAFKA_COMPRESSION", "lz4"),
+            queue_max_kbytes: vars.parse("INGEST_KAFKA_QUEUE_MAX_KBYTES", "131072")?,
             database_url: vars.string("DATABASE_URL", "postgres://ingest@127.0.0.1:55432/ingest"),
             db_max_connections: vars.parse("INGEST_DB_MAX_CONNECTIONS", "8")?,
             auth_cache_capacity: vars.parse("INGEST_AUTH_CACHE_CAPACITY", "100000")?,

@@ -45,6 +45,12 @@ impl Publisher {
             )
             .set("linger.ms", config.linger_ms.to_string())
             .set("compression.type", &config.compression)
+            // Bounded buffering: when the broker cannot keep up, sends fail fast with
+            // QueueFull (503) instead of the process growing without bound.
+            .set(
+                "queue.buffering.max.kbytes",
+                config.queue_max_kbytes.to_string(),
+            )
             .create()?;
         Ok(Self {
             producer,
