@@ -1,6 +1,6 @@
 //! The consume loop: read a batch (bounded by count and time), persist it in one
-//! transaction, dead-letter what can never be persisted, and only then commit the
-//! batch's offsets. A crash anywhere before the commit means redelivery, and the
+//! transaction (each message's offset is its write's version), dead-letter what can
+//! never be persisted, and only then commit the batch's offsets. A crash anywhere before the commit means redelivery, and the
 //! effects are idempotent, so nothing is lost or doubled.
 
 use std::collections::BTreeMap;
@@ -100,7 +100,7 @@ impl ConsumeLoop {
             return Ok(());
         }
         metrics::histogram!(BATCH_SIZE_MESSAGES).record(decoded.len() as f64);
-        let batch = Batch::from_envelopes(decoded.iter().map(|(_, e)| e));
+        let batch = Batch::from_envelopes(decoded.iter().map(|(m, e)| (m.offset(), e)));
         match self.persist_retrying(&batch, shutdown).await? {
             Ok(()) => self.record_persisted(&decoded),
             Err(err) => {
@@ -108,7 +108,7 @@ impl ConsumeLoop {
                 // message alone, in order (so per-user order holds), and dead-letter it.
                 tracing::warn!(error = %err, "batch hit a permanent database error; isolating the bad messages");
                 for (message, envelope) in &decoded {
-                    let single = Batch::from_envelopes([envelope]);
+                    let single = Batch::from_envelopes([(message.offset(), envelope)]);
                     match self.persist_retrying(&single, shutdown).await? {
                         Ok(()) => self.record_persisted(&[(*message, envelope.clone())]),
                         Err(err) => {

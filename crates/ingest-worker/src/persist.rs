@@ -2,8 +2,11 @@
 //! column arrays), idempotent effects:
 //!
 //! - contact writes are folded per user in batch order (so several writes for one user
-//!   in one batch apply in order), then applied with one DELETE, one INSERT and one
-//!   UPDATE for the whole batch;
+//!   in one batch apply in order), then applied with a few statements for the whole
+//!   batch. Each write carries a version, the Kafka offset of its last message (a
+//!   user's writes share one partition, so offsets order them as they were accepted):
+//!   a row or tombstone with an equal or newer version is never overwritten, so a
+//!   redelivered or replayed older write changes nothing;
 //! - events are inserted with `ON CONFLICT DO NOTHING`: a redelivered event is a no-op.
 
 use std::collections::HashMap;
@@ -26,10 +29,12 @@ pub enum ContactWrite {
     Delete,
 }
 
+type ContactKey = (String, String, String);
+
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Net write per (project, datasource, user), in first-seen order.
-    contacts: Vec<((String, String, String), ContactWrite)>,
+    /// Net write and version per (project, datasource, user), in first-seen order.
+    contacts: Vec<(ContactKey, ContactWrite, i64)>,
     events: EventColumns,
 }
 
@@ -46,55 +51,22 @@ struct EventColumns {
 }
 
 impl Batch {
-    /// Folds envelopes, in the order they were consumed, into the batch's net effect.
-    pub fn from_envelopes<'a>(envelopes: impl IntoIterator<Item = &'a Envelope>) -> Self {
+    /// Folds `(version, envelope)` pairs, in the order they were consumed, into the
+    /// batch's net effect. The version is the message's Kafka offset.
+    pub fn from_envelopes<'a>(envelopes: impl IntoIterator<Item = (i64, &'a Envelope)>) -> Self {
         let mut batch = Batch::default();
-        let mut index: HashMap<(String, String, String), usize> = HashMap::new();
-        for env in envelopes {
-            match &env.op {
-                Operation::UpsertContact { attributes } => {
-                    let key = (
-                        env.project.clone(),
-                        env.datasource.clone(),
-                        env.user_id.clone(),
-                    );
-                    match index.get(&key) {
-                        Some(&i) => {
-                            let slot = &mut batch.contacts[i].1;
-                            *slot = match std::mem::replace(slot, ContactWrite::Delete) {
-                                ContactWrite::Merge(mut m) => {
-                                    m.extend(attributes.clone());
-                                    ContactWrite::Merge(m)
-                                }
-                                ContactWrite::Replace(mut m) => {
-                                    m.extend(attributes.clone());
-                                    ContactWrite::Replace(m)
-                                }
-                                ContactWrite::Delete => ContactWrite::Replace(attributes.clone()),
-                            };
-                        }
-                        None => {
-                            index.insert(key.clone(), batch.contacts.len());
-                            batch
-                                .contacts
-                                .push((key, ContactWrite::Merge(attributes.clone())));
-                        }
-                    }
-                }
-                Operation::DeleteContact => {
-                    let key = (
-                        env.project.clone(),
-                        env.datasource.clone(),
-                        env.user_id.clone(),
-                    );
-                    match index.get(&key) {
-                        Some(&i) => batch.contacts[i].1 = ContactWrite::Delete,
-                        None => {
-                            index.insert(key.clone(), batch.contacts.len());
-                            batch.contacts.push((key, ContactWrite::Delete));
-                        }
-                    }
-                }
+        let mut index: HashMap<ContactKey, usize> = HashMap::new();
+        for (version, env) in envelopes {
+            let key = || {
+                (
+                    env.project.clone(),
+                    env.datasource.clone(),
+                    env.user_id.clone(),
+                )
+            };
+            let contact = match &env.op {
+                Operation::UpsertContact { attributes } => Some(Some(attributes)),
+                Operation::DeleteContact => Some(None),
                 Operation::AppendEvent {
                     event_id,
                     event_type,
@@ -110,6 +82,35 @@ impl Batch {
                     e.event_date.push(*event_date);
                     e.parameters.push(Value::Object(parameters.clone()));
                     e.received_at.push(env.received_at);
+                    None
+                }
+            };
+            let Some(upsert) = contact else { continue };
+            let key = key();
+            match index.get(&key) {
+                Some(&i) => {
+                    let (_, slot, slot_version) = &mut batch.contacts[i];
+                    *slot_version = (*slot_version).max(version);
+                    *slot = match (std::mem::replace(slot, ContactWrite::Delete), upsert) {
+                        (_, None) => ContactWrite::Delete,
+                        (ContactWrite::Merge(mut m), Some(a)) => {
+                            m.extend(a.clone());
+                            ContactWrite::Merge(m)
+                        }
+                        (ContactWrite::Replace(mut m), Some(a)) => {
+                            m.extend(a.clone());
+                            ContactWrite::Replace(m)
+                        }
+                        (ContactWrite::Delete, Some(a)) => ContactWrite::Replace(a.clone()),
+                    };
+                }
+                None => {
+                    index.insert(key.clone(), batch.contacts.len());
+                    let write = match upsert {
+                        Some(a) => ContactWrite::Merge(a.clone()),
+                        None => ContactWrite::Delete,
+                    };
+                    batch.contacts.push((key, write, version));
                 }
             }
         }
@@ -117,7 +118,7 @@ impl Batch {
     }
 
     pub fn contact_writes(&self) -> impl Iterator<Item = &ContactWrite> {
-        self.contacts.iter().map(|(_, w)| w)
+        self.contacts.iter().map(|(_, w, _)| w)
     }
 
     /// Applies the batch in one transaction. Returns only after the commit.
@@ -132,70 +133,92 @@ impl Batch {
         if self.contacts.is_empty() {
             return Ok(());
         }
-        // Rows to remove first: deletes, and deletes followed by new writes (replace).
-        let (mut dp, mut dd, mut du) = (Vec::new(), Vec::new(), Vec::new());
-        // Rows to merge into (after being created when missing).
-        let (mut mp, mut md, mut mu, mut ma) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((project, datasource, user_id), write) in &self.contacts {
-            let attributes = match write {
-                ContactWrite::Merge(a) => Some(a),
-                ContactWrite::Replace(a) => {
-                    dp.push(project.as_str());
-                    dd.push(datasource.as_str());
-                    du.push(user_id.as_str());
-                    Some(a)
-                }
-                ContactWrite::Delete => {
-                    dp.push(project.as_str());
-                    dd.push(datasource.as_str());
-                    du.push(user_id.as_str());
-                    None
-                }
+        let mut deletes = KeyColumns::default();
+        let mut replaces = KeyColumns::default();
+        let mut merges = KeyColumns::default();
+        for ((project, datasource, user_id), write, version) in &self.contacts {
+            let (columns, attributes) = match write {
+                ContactWrite::Delete => (&mut deletes, None),
+                ContactWrite::Replace(a) => (&mut replaces, Some(a)),
+                ContactWrite::Merge(a) => (&mut merges, Some(a)),
             };
-            if let Some(a) = attributes {
-                mp.push(project.as_str());
-                md.push(datasource.as_str());
-                mu.push(user_id.as_str());
-                ma.push(Value::Object(a.clone()));
-            }
+            columns.push(project, datasource, user_id, *version, attributes);
         }
-        if !dp.is_empty() {
+        if !deletes.is_empty() {
+            // Remove older rows, and remember the delete's version.
             sqlx::query(
-                "DELETE FROM contacts c
-                 USING UNNEST($1::text[], $2::text[], $3::text[]) AS d(project, datasource, user_id)
-                 WHERE c.project = d.project AND c.datasource = d.datasource AND c.user_id = d.user_id",
+                "WITH d AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+                                AS d(project, datasource, user_id, version)),
+                      removed AS (
+                     DELETE FROM contacts c USING d
+                      WHERE c.project = d.project AND c.datasource = d.datasource
+                        AND c.user_id = d.user_id AND c.version < d.version)
+                 INSERT INTO contact_tombstones (project, datasource, user_id, version)
+                 SELECT project, datasource, user_id, version FROM d
+                 ON CONFLICT (project, datasource, user_id)
+                 DO UPDATE SET version = GREATEST(contact_tombstones.version, EXCLUDED.version),
+                               deleted_at = now()",
             )
-            .bind(&dp)
-            .bind(&dd)
-            .bind(&du)
+            .bind(&deletes.project)
+            .bind(&deletes.datasource)
+            .bind(&deletes.user_id)
+            .bind(&deletes.version)
             .execute(&mut **tx)
             .await?;
         }
-        if !mp.is_empty() {
-            // Create missing rows, then merge. Two statements because a fresh row must not
+        if !replaces.is_empty() {
+            // Deleted and written again in this batch: an older row is replaced whole.
+            sqlx::query(
+                "DELETE FROM contacts c
+                 USING UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+                       AS r(project, datasource, user_id, version)
+                 WHERE c.project = r.project AND c.datasource = r.datasource
+                   AND c.user_id = r.user_id AND c.version < r.version",
+            )
+            .bind(&replaces.project)
+            .bind(&replaces.datasource)
+            .bind(&replaces.user_id)
+            .bind(&replaces.version)
+            .execute(&mut **tx)
+            .await?;
+            merges.extend(replaces);
+        }
+        if !merges.is_empty() {
+            // Create missing rows (not for users deleted by a newer write), then merge
+            // into rows older than the write. Two statements because a fresh row must not
             // keep the nulls that, on an existing row, remove attributes; each key occurs
             // once per batch, so the UPDATE touches each row once.
             sqlx::query(
                 "INSERT INTO contacts (project, datasource, user_id)
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
+                 SELECT m.project, m.datasource, m.user_id
+                   FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+                        AS m(project, datasource, user_id, version)
+                  WHERE NOT EXISTS (
+                        SELECT 1 FROM contact_tombstones t
+                         WHERE t.project = m.project AND t.datasource = m.datasource
+                           AND t.user_id = m.user_id AND t.version >= m.version)
                  ON CONFLICT (project, datasource, user_id) DO NOTHING",
             )
-            .bind(&mp)
-            .bind(&md)
-            .bind(&mu)
+            .bind(&merges.project)
+            .bind(&merges.datasource)
+            .bind(&merges.user_id)
+            .bind(&merges.version)
             .execute(&mut **tx)
             .await?;
             sqlx::query(
                 "UPDATE contacts c
-                 SET attributes = jsonb_strip_nulls(c.attributes || m.patch), updated_at = now()
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[])
-                      AS m(project, datasource, user_id, patch)
-                 WHERE c.project = m.project AND c.datasource = m.datasource AND c.user_id = m.user_id",
+                 SET attributes = jsonb_strip_nulls(c.attributes || m.patch),
+                     version = m.version, updated_at = now()
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[])
+                      AS m(project, datasource, user_id, version, patch)
+                 WHERE c.project = m.project AND c.datasource = m.datasource
+                   AND c.user_id = m.user_id AND c.version < m.version",
             )
-            .bind(&mp)
-            .bind(&md)
-            .bind(&mu)
-            .bind(&ma)
+            .bind(&merges.project)
+            .bind(&merges.datasource)
+            .bind(&merges.user_id)
+            .bind(&merges.version)
+            .bind(&merges.attributes)
             .execute(&mut **tx)
             .await?;
         }
@@ -225,6 +248,47 @@ impl Batch {
         .execute(&mut **tx)
         .await?;
         Ok(())
+    }
+}
+
+/// Column arrays of contact writes, for `UNNEST`.
+#[derive(Debug, Default)]
+struct KeyColumns<'a> {
+    project: Vec<&'a str>,
+    datasource: Vec<&'a str>,
+    user_id: Vec<&'a str>,
+    version: Vec<i64>,
+    attributes: Vec<Value>,
+}
+
+impl<'a> KeyColumns<'a> {
+    fn push(
+        &mut self,
+        project: &'a str,
+        datasource: &'a str,
+        user_id: &'a str,
+        version: i64,
+        attributes: Option<&Map<String, Value>>,
+    ) {
+        self.project.push(project);
+        self.datasource.push(datasource);
+        self.user_id.push(user_id);
+        self.version.push(version);
+        if let Some(a) = attributes {
+            self.attributes.push(Value::Object(a.clone()));
+        }
+    }
+
+    fn extend(&mut self, other: KeyColumns<'a>) {
+        self.project.extend(other.project);
+        self.datasource.extend(other.datasource);
+        self.user_id.extend(other.user_id);
+        self.version.extend(other.version);
+        self.attributes.extend(other.attributes);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.project.is_empty()
     }
 }
 
@@ -279,7 +343,7 @@ mod tests {
             env("c", upsert(json!({"z": 3}))),
             env("c", upsert(json!({"z": 4, "w": null}))),
         ];
-        let batch = Batch::from_envelopes(&envs);
+        let batch = Batch::from_envelopes(envs.iter().enumerate().map(|(i, e)| (i as i64, e)));
         let writes: Vec<_> = batch.contact_writes().cloned().collect();
         assert_eq!(
             writes,

@@ -35,11 +35,23 @@ fn event(id: &str) -> Operation {
     }
 }
 
-async fn persist(pool: &PgPool, envelopes: &[Envelope]) {
-    Batch::from_envelopes(envelopes)
+/// Persists `envelopes` as consecutive offsets starting at `first`.
+async fn persist_at(pool: &PgPool, first: i64, envelopes: &[Envelope]) {
+    let versioned = envelopes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (first + i as i64, e));
+    Batch::from_envelopes(versioned)
         .persist(pool)
         .await
         .unwrap();
+}
+
+/// Persists with fresh, increasing versions (a new stretch of the log).
+async fn persist(pool: &PgPool, envelopes: &[Envelope]) {
+    static NEXT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1_000_000);
+    let first = NEXT.fetch_add(1000, std::sync::atomic::Ordering::SeqCst);
+    persist_at(pool, first, envelopes).await;
 }
 
 async fn attributes(pool: &PgPool, project: &str, user: &str) -> Option<Value> {
@@ -130,4 +142,61 @@ async fn events_are_stored_once_however_often_they_arrive() {
             .await
             .unwrap();
     assert_eq!(ids, ["e1", "e2"]);
+}
+
+#[tokio::test]
+async fn older_writes_delivered_again_never_overwrite_newer_ones() {
+    let pool = migrated_pool().await;
+    let p = unique("p");
+    let (v1, v2, v3) = (
+        envelope(&p, "a", upsert(json!({"plan": "free", "x": 1}))),
+        envelope(&p, "a", upsert(json!({"plan": "pro"}))),
+        envelope(&p, "a", Operation::DeleteContact),
+    );
+    // Offsets 10, 11, 12 applied in separate batches.
+    persist_at(&pool, 10, std::slice::from_ref(&v1)).await;
+    persist_at(&pool, 11, std::slice::from_ref(&v2)).await;
+    assert_eq!(
+        attributes(&pool, &p, "a").await,
+        Some(json!({"plan": "pro", "x": 1}))
+    );
+    // Offset 10 delivered again (a rebalance, a replay): no effect.
+    persist_at(&pool, 10, std::slice::from_ref(&v1)).await;
+    assert_eq!(
+        attributes(&pool, &p, "a").await,
+        Some(json!({"plan": "pro", "x": 1}))
+    );
+    // A batch overlapping what was applied (10..=11 again, then new 12 = delete).
+    persist_at(&pool, 10, &[v1.clone(), v2.clone(), v3]).await;
+    assert_eq!(attributes(&pool, &p, "a").await, None);
+    // After the delete, the old upserts delivered again cannot bring the contact back.
+    persist_at(&pool, 10, &[v1.clone(), v2]).await;
+    assert_eq!(attributes(&pool, &p, "a").await, None);
+    // A newer write does.
+    persist_at(
+        &pool,
+        13,
+        &[envelope(&p, "a", upsert(json!({"back": true})))],
+    )
+    .await;
+    assert_eq!(
+        attributes(&pool, &p, "a").await,
+        Some(json!({"back": true}))
+    );
+    // And replaying the whole stretch 10..=13 ends identical.
+    persist_at(
+        &pool,
+        10,
+        &[
+            v1.clone(),
+            v1.clone(),
+            v1,
+            envelope(&p, "a", upsert(json!({"back": true}))),
+        ],
+    )
+    .await;
+    assert_eq!(
+        attributes(&pool, &p, "a").await,
+        Some(json!({"back": true}))
+    );
 }
