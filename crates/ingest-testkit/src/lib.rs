@@ -440,6 +440,102 @@ pub fn database_addr() -> std::net::SocketAddr {
         .expect("database address")
 }
 
+/// The variables a test worker runs with: a free ops port, this test's topics and
+/// consumer group, the test database.
+fn worker_env(topics: &TestTopics) -> Vec<(String, String)> {
+    vec![
+        ("INGEST_WORKER_ADDR".into(), "127.0.0.1:0".into()),
+        ("KAFKA_BROKERS".into(), kafka_brokers()),
+        ("DATABASE_URL".into(), database_url()),
+        ("INGEST_TOPIC_PREFIX".into(), topics.prefix.clone()),
+        (
+            "INGEST_WORKER_GROUP".into(),
+            format!("{}-group", topics.prefix),
+        ),
+        ("INGEST_LOG_FORMAT".into(), "pretty".into()),
+    ]
+}
+
+/// A worker running as its own process (the real binary), so a test can `kill -9` it.
+pub struct WorkerProcess {
+    pub ops_url: String,
+    child: std::process::Child,
+}
+
+impl WorkerProcess {
+    /// Starts `binary` (the crate's `CARGO_BIN_EXE_ingest-worker`) and waits until it serves.
+    pub async fn spawn(binary: &str, topics: &TestTopics, extra: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut command = std::process::Command::new(binary);
+        for (k, v) in worker_env(topics) {
+            command.env(k, v);
+        }
+        command.env("INGEST_WORKER_ADDR", format!("127.0.0.1:{port}"));
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the worker binary");
+        let ops_url = format!("http://127.0.0.1:{port}");
+        let health = format!("{ops_url}/healthz");
+        wait_for(
+            "the worker process to serve",
+            Duration::from_secs(30),
+            || async {
+                reqwest::get(&health)
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            },
+        )
+        .await;
+        Self { ops_url, child }
+    }
+
+    /// Messages this process persisted, from its own `/metrics`.
+    pub async fn persisted(&self) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.ops_url))
+            .await
+            .expect("worker metrics")
+            .text()
+            .await
+            .expect("worker metrics text");
+        text.lines()
+            .filter(|l| {
+                l.starts_with("ingest_worker_messages_total") && l.contains("outcome=\"persisted\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// SIGKILL: no shutdown, no leaving the group, no last commit.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to exit on its own.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("worker exit status")
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A real worker consuming `topics` in its own consumer group.
 pub struct TestWorker {
     pub ops_url: String,
@@ -449,17 +545,7 @@ pub struct TestWorker {
 
 impl TestWorker {
     pub async fn spawn(topics: &TestTopics, extra: &[(&str, &str)]) -> Self {
-        let mut vars: Vec<(String, String)> = vec![
-            ("INGEST_WORKER_ADDR".into(), "127.0.0.1:0".into()),
-            ("KAFKA_BROKERS".into(), kafka_brokers()),
-            ("DATABASE_URL".into(), database_url()),
-            ("INGEST_TOPIC_PREFIX".into(), topics.prefix.clone()),
-            (
-                "INGEST_WORKER_GROUP".into(),
-                format!("{}-group", topics.prefix),
-            ),
-            ("INGEST_LOG_FORMAT".into(), "pretty".into()),
-        ];
+        let mut vars = worker_env(topics);
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = ingest_worker::config::Config::from_lookup(|name| {
             vars.iter()

@@ -9,6 +9,7 @@
 //! | `INGEST_WORKER_GROUP` | `ingest-worker` | Kafka consumer group; every worker of one deployment shares it |
 //! | `INGEST_WORKER_BATCH_MAX_MESSAGES` | `1000` | most messages persisted in one transaction |
 //! | `INGEST_WORKER_BATCH_MAX_WAIT_MS` | `50` | longest a batch waits to fill once its first message arrived |
+//! | `INGEST_WORKER_SESSION_TIMEOUT_MS` | `10000` | consumer group session timeout: how long a worker that died without leaving keeps its partitions |
 //! | `INGEST_WORKER_ADDR` | `127.0.0.1:9091` | listen address of `/healthz`, `/readyz`, `/metrics` |
 //! | `INGEST_LOG_FORMAT` | `json` | `json` or `pretty` |
 //! | `RUST_LOG` | `info` | log filter |
@@ -29,6 +30,7 @@ pub struct Config {
     pub group_id: String,
     pub batch_max_messages: usize,
     pub batch_max_wait: Duration,
+    pub session_timeout: Duration,
     pub listen_addr: SocketAddr,
     pub log_format: LogFormat,
 }
@@ -44,6 +46,7 @@ impl std::fmt::Debug for Config {
             .field("group_id", &self.group_id)
             .field("batch_max_messages", &self.batch_max_messages)
             .field("batch_max_wait", &self.batch_max_wait)
+            .field("session_timeout", &self.session_timeout)
             .field("listen_addr", &self.listen_addr)
             .field("log_format", &self.log_format)
             .finish()
@@ -77,6 +80,9 @@ impl Config {
             batch_max_messages,
             batch_max_wait: Duration::from_millis(
                 vars.parse("INGEST_WORKER_BATCH_MAX_WAIT_MS", "50")?,
+            ),
+            session_timeout: Duration::from_millis(
+                vars.parse("INGEST_WORKER_SESSION_TIMEOUT_MS", "10000")?,
             ),
             listen_addr: vars.parse("INGEST_WORKER_ADDR", "127.0.0.1:9091")?,
             log_format: vars.log_format()?,

@@ -82,6 +82,14 @@ impl Worker {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout.as_millis() / 3).to_string(),
+            )
             .create()?;
         consumer.subscribe(&config.topics.consumed())?;
         let consumer = Arc::new(consumer);
