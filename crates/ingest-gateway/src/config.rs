@@ -6,6 +6,7 @@
 //! | `KAFKA_BROKERS` | `127.0.0.1:19092` | bootstrap servers |
 //! | `INGEST_TOPIC_PREFIX` | `ingest` | topics `<prefix>.contacts`, `<prefix>.events`, `<prefix>.dlq` |
 //! | `INGEST_PUBLISH_TIMEOUT_MS` | `5000` | how long a batch may wait for the broker's acknowledgement before the request fails with 503 |
+//! | `INGEST_SYNC_WAIT_MS` | `10000` | `?_sync`: longest wait for the worker's commit before answering 202 |
 //! | `INGEST_KAFKA_LINGER_MS` | `5` | producer `linger.ms` |
 //! | `INGEST_KAFKA_COMPRESSION` | `lz4` | producer `compression.type` |
 //! | `INGEST_KAFKA_QUEUE_MAX_KBYTES` | `131072` | most data (KiB) waiting in the producer; when full, writes get 503 at once |
@@ -29,6 +30,7 @@ pub struct Config {
     pub kafka_brokers: String,
     pub topics: Topics,
     pub publish_timeout: Duration,
+    pub sync_wait: Duration,
     pub linger_ms: u64,
     pub compression: String,
     pub queue_max_kbytes: u32,
@@ -47,6 +49,7 @@ impl std::fmt::Debug for Config {
             .field("kafka_brokers", &self.kafka_brokers)
             .field("topics", &self.topics)
             .field("publish_timeout", &self.publish_timeout)
+            .field("sync_wait", &self.sync_wait)
             .field("linger_ms", &self.linger_ms)
             .field("compression", &self.compression)
             .field("queue_max_kbytes", &self.queue_max_kbytes)
@@ -76,6 +79,7 @@ impl Config {
             publish_timeout: Duration::from_millis(
                 vars.parse("INGEST_PUBLISH_TIMEOUT_MS", "5000")?,
             ),
+            sync_wait: Duration::from_millis(vars.parse("INGEST_SYNC_WAIT_MS", "10000")?),
             linger_ms: vars.parse("INGEST_KAFKA_LINGER_MS", "5")?,
             compression: vars.string("INGEST_KAFKA_COMPRESSION", "lz4"),
             queue_max_kbytes: vars.parse("INGEST_KAFKA_QUEUE_MAX_KBYTES", "131072")?,

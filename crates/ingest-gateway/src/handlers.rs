@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -50,7 +50,7 @@ pub struct StreamPath {
 }
 
 #[utoipa::path(post, path = "/v1/project/{project}/datasource/{datasource}/stream/contacts", tag = "stream",
-    params(StreamPath),
+    params(StreamPath, SyncQuery),
     request_body(content = Vec<ContactItem>, description = "1–100 contacts (JSON array; `Content-Encoding: gzip` accepted)"),
     responses(
         BatchAnswers,
@@ -59,17 +59,19 @@ pub struct StreamPath {
 pub async fn post_contacts(
     State(state): State<AppState>,
     Path(path): Path<StreamPath>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let sync = wants_sync(query.as_deref());
     guarded(&state, &path, &headers, Endpoint::Contacts, |auth| {
-        write_batch(&state, auth, &headers, body, ItemKind::Contact)
+        write_batch(&state, auth, &headers, body, ItemKind::Contact, sync)
     })
     .await
 }
 
 #[utoipa::path(post, path = "/v1/project/{project}/datasource/{datasource}/stream/events", tag = "stream",
-    params(StreamPath),
+    params(StreamPath, SyncQuery),
     request_body(content = Vec<EventItem>, description = "1–100 events (JSON array; `Content-Encoding: gzip` accepted)"),
     responses(
         BatchAnswers,
@@ -78,11 +80,13 @@ pub async fn post_contacts(
 pub async fn post_events(
     State(state): State<AppState>,
     Path(path): Path<StreamPath>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let sync = wants_sync(query.as_deref());
     guarded(&state, &path, &headers, Endpoint::Events, |auth| {
-        write_batch(&state, auth, &headers, body, ItemKind::Event)
+        write_batch(&state, auth, &headers, body, ItemKind::Event, sync)
     })
     .await
 }
@@ -185,6 +189,7 @@ async fn write_batch(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     kind: ItemKind,
+    sync: bool,
 ) -> Result<Response, ApiError> {
     let received_at = Utc::now();
     let body = body.map_err(|rejection| match rejection.status() {
@@ -198,7 +203,7 @@ async fn write_batch(
     let request_id = request_id(headers);
 
     let mut outcomes = Vec::with_capacity(items.len());
-    let mut envelopes = Vec::with_capacity(items.len());
+    let mut envelopes: Vec<Envelope> = Vec::with_capacity(items.len());
     for raw in &items {
         let (echo, result) = validate::check_raw(kind, raw, received_at, &auth.specs);
         let errors = match result {
@@ -210,6 +215,7 @@ async fn write_batch(
                     user_id,
                     received_at,
                     request_id: request_id.clone(),
+                    sync_id: None,
                     op,
                 });
                 None
@@ -227,8 +233,42 @@ async fn write_batch(
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(answer)).into_response());
     }
 
+    // `?_sync`: register before publishing so no commit announcement can be missed.
+    let registration = sync.then(|| state.sync.register(envelopes.len() as u64));
+    if let Some(registration) = &registration {
+        for envelope in &mut envelopes {
+            envelope.sync_id = Some(registration.sync_id.clone());
+        }
+    }
     publish(state, &envelopes, kind_label).await?;
-    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+    let committed = match registration {
+        Some(registration) => registration.committed_within(state.config.sync_wait).await,
+        None => false,
+    };
+    let status = if committed {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(answer)).into_response())
+}
+
+/// The query of the batch endpoints (for the OpenAPI document; parsed by [`wants_sync`]).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct SyncQuery {
+    /// Answer only once the accepted items are committed in the database (200), or
+    /// after `INGEST_SYNC_WAIT_MS` (default 10 s) with the usual 202. `_sync` alone means true.
+    _sync: Option<bool>,
+}
+
+/// `?_sync`, `?_sync=true` or `?_sync=1` (not `?_sync=false` or `?_sync=0`).
+fn wants_sync(query: Option<&str>) -> bool {
+    query.unwrap_or_default().split('&').any(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        name == "_sync" && !matches!(value, "false" | "0")
+    })
 }
 
 /// Publishes and waits for every acknowledgement; counts the items as accepted only then.
@@ -492,6 +532,7 @@ pub async fn delete_contact(
                 user_id,
                 received_at: Utc::now(),
                 request_id: request_id(&headers),
+                sync_id: None,
                 op: Operation::DeleteContact,
             };
             publish(&state, std::slice::from_ref(&envelope), "contact_delete").await?;
@@ -575,6 +616,17 @@ pub async fn openapi() -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_flag_forms() {
+        assert!(wants_sync(Some("_sync")));
+        assert!(wants_sync(Some("a=1&_sync=true")));
+        assert!(wants_sync(Some("_sync=1")));
+        assert!(!wants_sync(Some("_sync=false")));
+        assert!(!wants_sync(Some("_sync=0")));
+        assert!(!wants_sync(Some("sync")));
+        assert!(!wants_sync(None));
+    }
 
     #[test]
     fn batch_shape_errors_say_which() {

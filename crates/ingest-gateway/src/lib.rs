@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod publish;
 pub mod ratelimit;
+pub mod sync;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ use crate::directory::Directory;
 use crate::error::ApiError;
 use crate::publish::Publisher;
 use crate::ratelimit::RateLimiter;
+use crate::sync::SyncWaiters;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -52,6 +54,7 @@ pub struct AppState {
     pub publisher: Publisher,
     pub directory: Directory,
     pub limiter: RateLimiter,
+    pub sync: SyncWaiters,
     pub metrics: PrometheusHandle,
 }
 
@@ -102,16 +105,19 @@ impl Application {
             config.auth_cache_capacity,
             config.auth_max_staleness,
         );
-        let limiter = RateLimiter::new(pool);
+        let limiter = RateLimiter::new(pool.clone());
+        let sync = SyncWaiters::default();
         let background = CancellationToken::new();
         tokio::spawn(directory.clone().listen_for_changes(background.clone()));
         tokio::spawn(directory.clone().ping_listener(background.clone()));
         tokio::spawn(limiter.clone().clean_up_periodically(background.clone()));
+        tokio::spawn(sync.clone().listen(pool, background.clone()));
         let state = AppState {
             config: Arc::new(config),
             publisher: publisher.clone(),
             directory,
             limiter,
+            sync,
             metrics,
         };
         Ok(Self {

@@ -150,6 +150,11 @@ pub enum GuardedErrors {
 #[allow(dead_code)]
 pub enum BatchAnswers {
     #[response(
+        status = 200,
+        description = "With `?_sync`: every accepted item is committed in the database"
+    )]
+    Committed(ingest_types::BatchAnswer),
+    #[response(
         status = 202,
         description = "At least one item accepted and durable in the broker; see each item's outcome"
     )]

@@ -12,6 +12,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// The PostgreSQL `NOTIFY` channel on which the worker announces, at commit, how many
+/// items of each `sync_id` it persisted: `{"<sync_id>": <items>, ...}`.
+pub const COMMITTED_CHANNEL: &str = "ingest_committed";
+
 /// The envelope format this build writes and understands.
 pub const ENVELOPE_VERSION: u16 = 1;
 
@@ -26,6 +30,10 @@ pub struct Envelope {
     pub received_at: DateTime<Utc>,
     /// The request that carried this item, for tracing a row back to its request.
     pub request_id: String,
+    /// Set when the request asked `?_sync`: the worker announces when items carrying it
+    /// are committed (unique per request, unlike a client-chosen request id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_id: Option<String>,
     #[serde(flatten)]
     pub op: Operation,
 }
@@ -95,6 +103,7 @@ mod tests {
             user_id: "USER/1".into(),
             received_at: "2026-11-24T10:00:00.123456Z".parse().unwrap(),
             request_id: "req-1".into(),
+            sync_id: None,
             op,
         }
     }

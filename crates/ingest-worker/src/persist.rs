@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use ingest_types::envelope::COMMITTED_CHANNEL;
 use ingest_types::{Envelope, Operation};
 use serde_json::{Map, Value};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -36,6 +37,8 @@ pub struct Batch {
     /// Net write and version per (project, datasource, user), in first-seen order.
     contacts: Vec<(ContactKey, ContactWrite, i64)>,
     events: EventColumns,
+    /// Items per `sync_id` (requests that asked `?_sync`), announced at commit.
+    synced: HashMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +60,9 @@ impl Batch {
         let mut batch = Batch::default();
         let mut index: HashMap<ContactKey, usize> = HashMap::new();
         for (version, env) in envelopes {
+            if let Some(sync_id) = &env.sync_id {
+                *batch.synced.entry(sync_id.clone()).or_default() += 1;
+            }
             let key = || {
                 (
                     env.project.clone(),
@@ -126,7 +132,36 @@ impl Batch {
         let mut tx = pool.begin().await?;
         self.write_contacts(&mut tx).await?;
         self.write_events(&mut tx).await?;
+        self.announce_synced(&mut tx).await?;
         tx.commit().await
+    }
+
+    /// `NOTIFY ingest_committed` with `{"<sync_id>": items, ...}`, inside the transaction:
+    /// Postgres delivers it exactly when the rows commit (and never if they do not).
+    /// Payloads stay under Postgres' 8000-byte limit by splitting.
+    async fn announce_synced(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+        let mut chunk = Map::new();
+        let mut size = 0;
+        let mut payloads = Vec::new();
+        for (sync_id, items) in &self.synced {
+            if size + sync_id.len() + 24 > 7000 && !chunk.is_empty() {
+                payloads.push(Value::Object(std::mem::take(&mut chunk)).to_string());
+                size = 0;
+            }
+            size += sync_id.len() + 24;
+            chunk.insert(sync_id.clone(), Value::from(*items));
+        }
+        if !chunk.is_empty() {
+            payloads.push(Value::Object(chunk).to_string());
+        }
+        for payload in payloads {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(COMMITTED_CHANNEL)
+                .bind(payload)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn write_contacts(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
@@ -318,6 +353,7 @@ mod tests {
             user_id: user.into(),
             received_at: Utc::now(),
             request_id: "r".into(),
+            sync_id: None,
             op,
         }
     }

@@ -44,6 +44,7 @@ async fn envelopes_become_rows_and_poison_goes_to_the_dead_letter_topic() {
         user_id: "u1".into(),
         received_at: Utc::now(),
         request_id: "r".into(),
+        sync_id: None,
         op: Operation::AppendEvent {
             event_id: id.into(),
             event_type: "t".into(),

@@ -207,3 +207,92 @@ async fn upsert_delete_upsert_across_requests_applies_in_order() {
     gateway.stop().await;
     topics.delete().await;
 }
+
+#[tokio::test]
+async fn sync_answers_200_once_the_rows_are_committed_and_202_after_the_wait() {
+    let pool = migrated_pool().await;
+    let topics = TestTopics::create(2).await;
+    let gateway = TestGateway::spawn(&topics, &[("INGEST_SYNC_WAIT_MS", "1500")]).await;
+    let tenant = Tenant::create(&pool).await;
+    let client = reqwest::Client::new();
+    let events = gateway.stream_url(&tenant.project, "web", "events");
+    let batch = |prefix: &str| -> Value {
+        (0..30)
+            .map(|i| json!({"_user_id": format!("u{i}"), "_event_id": format!("{prefix}-{i}"), "_event_type": "t"}))
+            .chain([json!({"_user_id": "bad"})])
+            .collect()
+    };
+    let count = |prefix: &'static str| {
+        let pool = pool.clone();
+        let project = tenant.project.clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM events WHERE project = $1 AND event_id LIKE $2",
+            )
+            .bind(project)
+            .bind(format!("{prefix}-%"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            n
+        }
+    };
+
+    // No worker yet: nothing can commit, so the answer is 202 after the wait.
+    let started = std::time::Instant::now();
+    let response = client
+        .post(format!("{events}?_sync"))
+        .bearer_auth(&tenant.token)
+        .json(&batch("early"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let worker = TestWorker::spawn(&topics, &[]).await;
+    // Let the worker catch up on the early batch, then a synced request sees its rows at once.
+    wait_for("the early batch", Duration::from_secs(60), || async {
+        (count("early").await == 30).then_some(())
+    })
+    .await;
+    let response = client
+        .post(format!("{events}?_sync"))
+        .bearer_auth(&tenant.token)
+        .json(&batch("synced"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (
+            body["entity"]["successful"].as_u64(),
+            body["entity"]["failed"].as_u64()
+        ),
+        (Some(30), Some(1))
+    );
+    assert_eq!(
+        count("synced").await,
+        30,
+        "200 means the accepted items are already committed"
+    );
+
+    // `_sync=false` is the ordinary 202.
+    let response = client
+        .post(format!("{events}?_sync=false"))
+        .bearer_auth(&tenant.token)
+        .json(&batch("plain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+
+    worker.stop().await;
+    gateway.stop().await;
+    topics.delete().await;
+}

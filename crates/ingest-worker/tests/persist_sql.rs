@@ -16,6 +16,7 @@ fn envelope(project: &str, user: &str, op: Operation) -> Envelope {
         user_id: user.into(),
         received_at: Utc::now(),
         request_id: "r".into(),
+        sync_id: None,
         op,
     }
 }

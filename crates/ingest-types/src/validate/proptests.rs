@@ -274,6 +274,7 @@ fn round_trips(valid: ValidItem) -> Envelope {
         user_id: valid.user_id,
         received_at: received_at(),
         request_id: "req".into(),
+        sync_id: None,
         op: valid.op,
     };
     let decoded = Envelope::decode(&envelope.encode()).unwrap();
