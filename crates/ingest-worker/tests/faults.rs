@@ -89,26 +89,32 @@ async fn two_workers_share_the_load_and_a_killed_one_loses_nothing() {
     let first = WorkerProcess::spawn(WORKER_BIN, &topics, &[FAST_SESSION]).await;
     let second = WorkerProcess::spawn(WORKER_BIN, &topics, &[FAST_SESSION]).await;
 
-    post_stream(&gateway, &tenant, 0..10).await;
-    // Both take part once the group has settled.
-    wait_for(
-        "both workers persisting",
-        Duration::from_secs(60),
-        || async { (first.persisted().await > 0 && second.persisted().await > 0).then_some(()) },
-    )
-    .await;
+    // Keep writing until both take part (the group settles while they consume).
+    let mut written = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !(first.persisted().await > 0 && second.persisted().await > 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two workers never shared the partitions"
+        );
+        post_stream(&gateway, &tenant, written..written + 2).await;
+        written += 2;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Kill one mid-stream (no shutdown, no commit), keep writing, then add a new one.
-    let writing = post_stream(&gateway, &tenant, 10..20);
+    let writing = post_stream(&gateway, &tenant, written..written + 10);
     let killing = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         first.kill9();
     };
     tokio::join!(writing, killing);
+    written += 10;
     let third = WorkerProcess::spawn(WORKER_BIN, &topics, &[FAST_SESSION]).await;
-    post_stream(&gateway, &tenant, 20..30).await;
+    post_stream(&gateway, &tenant, written..written + 10).await;
+    written += 10;
 
-    assert_complete(&pool, &tenant, 30).await;
+    assert_complete(&pool, &tenant, written).await;
     assert!(second.persisted().await > 0);
     drop(third);
     gateway.stop().await;
