@@ -3,6 +3,14 @@
 
 use crate::envelope::Operation;
 
+/// Headers of a dead letter: why it could not be persisted, and where it came from.
+pub mod dead_letter_headers {
+    pub const REASON: &str = "ingest-dlq-reason";
+    pub const TOPIC: &str = "ingest-dlq-topic";
+    pub const PARTITION: &str = "ingest-dlq-partition";
+    pub const OFFSET: &str = "ingest-dlq-offset";
+}
+
 /// Default prefix: topics `ingest.contacts`, `ingest.events`, `ingest.dlq`.
 pub const DEFAULT_PREFIX: &str = "ingest";
 

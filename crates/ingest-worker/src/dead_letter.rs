@@ -10,10 +10,10 @@ use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
-pub const HEADER_REASON: &str = "ingest-dlq-reason";
-pub const HEADER_TOPIC: &str = "ingest-dlq-topic";
-pub const HEADER_PARTITION: &str = "ingest-dlq-partition";
-pub const HEADER_OFFSET: &str = "ingest-dlq-offset";
+pub use ingest_types::topics::dead_letter_headers::{
+    OFFSET as HEADER_OFFSET, PARTITION as HEADER_PARTITION, REASON as HEADER_REASON,
+    TOPIC as HEADER_TOPIC,
+};
 
 #[derive(Clone)]
 pub struct DeadLetters {
