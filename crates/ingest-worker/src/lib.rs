@@ -5,11 +5,13 @@
 //! - [`consume`]: the batch loop and its offset-commit rule.
 //! - [`persist`]: every SQL statement, and the embedded migrations.
 //! - [`dead_letter`]: the dead-letter topic.
+//! - [`lag`]: consumer lag per partition.
 //! - [`metrics`]: every exported metric name.
 
 pub mod config;
 pub mod consume;
 pub mod dead_letter;
+pub mod lag;
 pub mod metrics;
 pub mod persist;
 
@@ -143,6 +145,10 @@ impl Worker {
                     .await
             })
         };
+        tokio::spawn(lag::report_periodically(
+            self.health.consumer.clone(),
+            shutdown.clone(),
+        ));
         let consume_stop = shutdown.clone();
         tokio::spawn(async move {
             consume_stop.cancelled().await;

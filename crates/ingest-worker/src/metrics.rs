@@ -11,5 +11,8 @@ pub const DB_WRITE_DURATION_SECONDS: &str = "ingest_worker_db_write_duration_sec
 pub const DB_RETRIES_TOTAL: &str = "ingest_worker_db_retries_total";
 /// From the gateway receiving an item to the worker committing it.
 pub const END_TO_END_LATENCY_SECONDS: &str = "ingest_worker_end_to_end_latency_seconds";
+/// Messages not yet committed by this group, per assigned `topic` and `partition`
+/// (high watermark minus committed offset), refreshed every 5 s.
+pub const CONSUMER_LAG_MESSAGES: &str = "ingest_worker_consumer_lag_messages";
 /// Offset commits that failed (the messages will be redelivered; effects are idempotent).
 pub const COMMIT_FAILURES_TOTAL: &str = "ingest_worker_commit_failures_total";

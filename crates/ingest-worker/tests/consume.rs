@@ -160,6 +160,25 @@ async fn envelopes_become_rows_and_poison_goes_to_the_dead_letter_topic() {
         metrics.contains("ingest_worker_messages_total"),
         "{metrics}"
     );
+    // Lag per partition, refreshed every 5 s: everything committed, so 0.
+    let lag_line = format!(
+        "ingest_worker_consumer_lag_messages{{topic=\"{}\",partition=\"0\"}} 0",
+        topics.topics.events
+    );
+    wait_for(
+        "the events partition to report zero lag",
+        Duration::from_secs(20),
+        || async {
+            let text = reqwest::get(format!("{}/metrics", worker.ops_url))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains(&lag_line).then_some(())
+        },
+    )
+    .await;
     let ready = reqwest::get(format!("{}/readyz", worker.ops_url))
         .await
         .unwrap();
