@@ -3,92 +3,20 @@
 //! Kafka (through `scripts/stack.sh`, in a private data dir on free ports) so stopping
 //! it disturbs no other test.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ingest_testkit::{migrated_pool, wait_for, Tenant, TestGateway, TestTopics};
+use ingest_testkit::{migrated_pool, wait_for, PrivateStack, Tenant, TestGateway, TestTopics};
 use serde_json::json;
-
-/// A private broker managed with `scripts/stack.sh up|down kafka`.
-struct PrivateKafka {
-    dir: PathBuf,
-    port: u16,
-    controller_port: u16,
-}
-
-impl PrivateKafka {
-    fn script() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/stack.sh")
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port()
-    }
-
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(ingest_testkit::unique("kafka-outage"));
-        Self {
-            dir,
-            port: Self::free_port(),
-            controller_port: Self::free_port(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) {
-        let output = Command::new("bash")
-            .arg(Self::script())
-            .args(args)
-            .env("INGEST_STACK_DIR", &self.dir)
-            .env("INGEST_KAFKA_PORT", self.port.to_string())
-            .env(
-                "INGEST_KAFKA_CONTROLLER_PORT",
-                self.controller_port.to_string(),
-            )
-            .env("INGEST_TOPIC_PARTITIONS", "1")
-            .env("INGEST_DLQ_PARTITIONS", "1")
-            .env("KAFKA_HEAP", "-Xms256m -Xmx256m")
-            .output()
-            .expect("run scripts/stack.sh");
-        assert!(
-            output.status.success(),
-            "stack.sh {args:?} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateKafka {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Self::script())
-            .args(["down", "kafka", "--purge"])
-            .env("INGEST_STACK_DIR", &self.dir)
-            .env("INGEST_KAFKA_PORT", self.port.to_string())
-            .env(
-                "INGEST_KAFKA_CONTROLLER_PORT",
-                self.controller_port.to_string(),
-            )
-            .output();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_broker_gives_fast_503s_and_a_restarted_one_202s_again() {
-    let kafka = PrivateKafka::new();
+    let kafka = PrivateStack::new();
     tokio::task::block_in_place(|| kafka.run(&["up", "kafka"]));
     let pool = migrated_pool().await;
     let tenant = Tenant::create(&pool).await;
     // Topics exist only on the private broker; TestTopics is used just for naming.
     let topics = TestTopics::naming_only("ingest");
-    let brokers = kafka.brokers();
+    let brokers = kafka.kafka_brokers();
     let gateway = TestGateway::spawn(
         &topics,
         &[

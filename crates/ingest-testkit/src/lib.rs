@@ -105,6 +105,84 @@ impl TestTopics {
     }
 }
 
+/// Kafka and/or PostgreSQL of a test's own, managed with `scripts/stack.sh` in a private
+/// data dir on free ports, so a test can stop and restart them without disturbing others.
+/// Dropping it stops everything it started and deletes the data dir.
+pub struct PrivateStack {
+    dir: std::path::PathBuf,
+    kafka_port: u16,
+    controller_port: u16,
+    pg_port: u16,
+}
+
+impl PrivateStack {
+    pub fn new() -> Self {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port()
+        };
+        Self {
+            dir: std::env::temp_dir().join(unique("stack")),
+            kafka_port: free(),
+            controller_port: free(),
+            pg_port: free(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/stack.sh");
+        let mut command = std::process::Command::new("bash");
+        command
+            .arg(script)
+            .args(args)
+            .env("INGEST_STACK_DIR", &self.dir)
+            .env("INGEST_KAFKA_PORT", self.kafka_port.to_string())
+            .env(
+                "INGEST_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
+            .env("INGEST_PG_PORT", self.pg_port.to_string())
+            .env("INGEST_TOPIC_PARTITIONS", "1")
+            .env("INGEST_DLQ_PARTITIONS", "1")
+            .env("KAFKA_HEAP", "-Xms256m -Xmx256m");
+        command
+    }
+
+    /// Runs `scripts/stack.sh <args>` (e.g. `["up", "kafka"]`); panics with its output on failure.
+    /// Blocking: call it from `tokio::task::block_in_place` in a multi-thread test.
+    pub fn run(&self, args: &[&str]) {
+        let output = self.command(args).output().expect("run scripts/stack.sh");
+        assert!(
+            output.status.success(),
+            "stack.sh {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    pub fn kafka_brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    pub fn database_url(&self) -> String {
+        format!("postgres://ingest@127.0.0.1:{}/ingest", self.pg_port)
+    }
+}
+
+impl Default for PrivateStack {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        let _ = self.command(&["down", "--purge"]).output();
+    }
+}
+
 /// A project with one datasource and a token for it, created directly in the database.
 pub struct Tenant {
     pub project: String,

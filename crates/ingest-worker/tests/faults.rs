@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use ingest_testkit::{
-    database_addr, migrated_pool, wait_for, CuttableProxy, Tenant, TestGateway, TestTopics,
-    WorkerProcess,
+    database_addr, migrated_pool, wait_for, CuttableProxy, PrivateStack, Tenant, TestGateway,
+    TestTopics, WorkerProcess,
 };
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -186,6 +186,51 @@ async fn the_database_going_away_mid_stream_loses_nothing() {
         metrics.contains("ingest_worker_db_retries_total"),
         "{metrics}"
     );
+    gateway.stop().await;
+    topics.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restarted_mid_stream_loses_nothing() {
+    // The worker writes to a PostgreSQL of this test's own, which is really stopped and
+    // started again while the stream goes on (tenancy stays on the shared database).
+    let private = PrivateStack::new();
+    tokio::task::block_in_place(|| private.run(&["up", "postgres"]));
+    let private_url = private.database_url();
+    let private_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&private_url)
+        .await
+        .unwrap();
+    ingest_worker::persist::MIGRATOR
+        .run(&private_pool)
+        .await
+        .unwrap();
+
+    let topics = TestTopics::create(2).await;
+    let gateway = TestGateway::spawn(&topics, &[]).await;
+    let tenant = Tenant::create(&migrated_pool().await).await;
+    let worker = WorkerProcess::spawn(
+        WORKER_BIN,
+        &topics,
+        &[("DATABASE_URL", private_url.as_str()), FAST_SESSION],
+    )
+    .await;
+    post_stream(&gateway, &tenant, 0..5).await;
+
+    tokio::task::block_in_place(|| private.run(&["down", "postgres"]));
+    post_stream(&gateway, &tenant, 5..10).await;
+    tokio::task::block_in_place(|| private.run(&["up", "postgres"]));
+    post_stream(&gateway, &tenant, 10..15).await;
+
+    // The old pool's connections died with the server; a fresh one reads the result.
+    let private_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&private_url)
+        .await
+        .unwrap();
+    assert_complete(&private_pool, &tenant, 15).await;
+    drop(worker);
     gateway.stop().await;
     topics.delete().await;
 }
