@@ -191,8 +191,8 @@ impl Batch {
                  INSERT INTO contact_tombstones (project, datasource, user_id, version)
                  SELECT project, datasource, user_id, version FROM d
                  ON CONFLICT (project, datasource, user_id)
-                 DO UPDATE SET version = GREATEST(contact_tombstones.version, EXCLUDED.version),
-                               deleted_at = now()",
+                 DO UPDATE SET version = EXCLUDED.version, deleted_at = now()
+                 WHERE contact_tombstones.version < EXCLUDED.version",
             )
             .bind(&deletes.project)
             .bind(&deletes.datasource)

@@ -1,6 +1,8 @@
-//! `ingestctl`: the operator CLI. It talks to PostgreSQL directly.
+//! `ingestctl`: the operator CLI. It talks to PostgreSQL directly, and to Kafka for
+//! the dead-letter and replay commands.
 
 mod db;
+mod kafka;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -27,6 +29,23 @@ struct Cli {
         hide_env_values = true
     )]
     database_url: String,
+    /// Kafka bootstrap servers (dlq and replay).
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:19092",
+        hide_env_values = true
+    )]
+    kafka_brokers: String,
+    /// Topic prefix: the topics are <PREFIX>.contacts, <PREFIX>.events and <PREFIX>.dlq.
+    #[arg(
+        long,
+        global = true,
+        env = "INGEST_TOPIC_PREFIX",
+        default_value = "ingest"
+    )]
+    topic_prefix: String,
     /// Print one machine-readable JSON document on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -51,6 +70,73 @@ enum Command {
     /// and their parameter specs (the gateway validates against them).
     #[command(subcommand)]
     Spec(SpecCommand),
+    /// Inspect and redrive the dead-letter topic (<PREFIX>.dlq): messages the worker
+    /// could never persist, with the reason and their origin.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Rewind the workers' consumer group on <PREFIX>.contacts and <PREFIX>.events to a
+    /// point in time, so the workers consume everything since then again.
+    ///
+    /// For every partition the group's committed offset is set to the first offset at or
+    /// after --from (the end of the partition when nothing is that recent). Offsets are
+    /// only ever moved back: a partition committed before that point, or never committed
+    /// (it is read from its start anyway), is left as it is.
+    ///
+    /// Stop every worker of the group first: a group with active members refuses the new
+    /// offsets, and replay then fails without changing anything.
+    ///
+    /// Replaying is safe: the worker's writes are idempotent (events are stored once per
+    /// event id; contact writes are versioned by their Kafka offset, and a write whose
+    /// version is older than or equal to the stored one is skipped), so after a replay the
+    /// database holds identical contacts, tombstones and events, timestamps included.
+    Replay {
+        /// RFC 3339 time, e.g. 2026-11-24T09:00:00Z.
+        #[arg(long)]
+        from: String,
+        /// The workers' consumer group (INGEST_WORKER_GROUP).
+        #[arg(long, default_value = "ingest-worker")]
+        group: String,
+        /// Show what would be set, without committing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters, oldest first: where each came from, why it failed, and whether
+    /// it was redriven.
+    ///
+    /// Reads the topic from the start of every partition up to its current end, without
+    /// joining a consumer group or committing anything. Text output truncates payloads;
+    /// --json shows them in full.
+    List {
+        /// Show at most this many letters (the oldest).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Re-publish dead letters to the topic and partition they came from, with their key
+    /// and payload unchanged and the header ingest-redriven-from: <partition>:<offset>.
+    ///
+    /// Redrive letters whose cause was fixed, e.g. a worker bug that is fixed and
+    /// deployed, or data (specs, a datasource) that is now in place; a letter whose
+    /// cause remains just fails again and comes back as a new dead letter.
+    ///
+    /// A redriven contact write gets a new offset, and contact writes are versioned by
+    /// offset: it becomes the newest write for its user, applied over any write accepted
+    /// after the original.
+    ///
+    /// Redriven letters are recorded as offsets committed for the consumer group
+    /// ingestctl-dlq-redrive (which never has members), so --all never redrives a letter
+    /// twice, and `dlq list` marks them.
+    Redrive {
+        /// Redrive every letter not redriven yet.
+        #[arg(long)]
+        all: bool,
+        /// Redrive this letter, <partition>:<offset> as shown by `dlq list`. Repeatable.
+        #[arg(long = "offset", value_name = "PARTITION:OFFSET")]
+        offsets: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,14 +340,29 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Output { json: cli.json };
+    let command = match cli.command {
+        Command::Dlq(command) => {
+            let kafka = kafka::Kafka::new(&cli.kafka_brokers, &cli.topic_prefix);
+            return dlq(&kafka, out, command).await;
+        }
+        Command::Replay {
+            from,
+            group,
+            dry_run,
+        } => {
+            let kafka = kafka::Kafka::new(&cli.kafka_brokers, &cli.topic_prefix);
+            return replay(&kafka, out, &from, &group, dry_run);
+        }
+        command => command,
+    };
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(std::time::Duration::from_secs(10))
         .connect(&cli.database_url)
         .await
         .context("connecting to the database (is DATABASE_URL right, and is PostgreSQL up?)")?;
-    let out = Output { json: cli.json };
-    match cli.command {
+    match command {
         Command::Migrate => migrate(&pool, out).await?,
         Command::Project(ProjectCommand::Create { id }) => {
             let p = db::create_project(&pool, &id).await?;
@@ -374,8 +475,157 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
         }
         Command::Spec(command) => spec(&pool, out, command).await?,
+        Command::Dlq(_) | Command::Replay { .. } => unreachable!("handled without the database"),
     }
     Ok(())
+}
+
+async fn dlq(kafka: &kafka::Kafka, out: Output, command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List { limit } => {
+            let list = kafka.dlq_list(limit)?;
+            out.print(&list, || {
+                let rows = list
+                    .letters
+                    .iter()
+                    .map(|l| {
+                        let origin = match (&l.origin_topic, l.origin_partition, l.origin_offset) {
+                            (Some(t), Some(p), Some(o)) => format!("{t}:{p}:{o}"),
+                            (Some(t), _, _) => t.clone(),
+                            _ => "-".to_owned(),
+                        };
+                        vec![
+                            format!("{}:{}", l.partition, l.offset),
+                            l.timestamp.as_ref().map_or_else(|| "-".into(), time),
+                            if l.redriven { "yes" } else { "no" }.to_owned(),
+                            origin,
+                            l.key
+                                .as_deref()
+                                .map_or_else(|| "-".into(), |k| truncate(k, 40)),
+                            l.reason
+                                .as_deref()
+                                .map_or_else(|| "-".into(), |r| truncate(r, 80)),
+                            l.payload
+                                .as_deref()
+                                .map_or_else(|| "-".into(), |p| truncate(p, 60)),
+                        ]
+                    })
+                    .collect();
+                let headers = [
+                    "LETTER", "TIME", "REDRIVEN", "ORIGIN", "KEY", "REASON", "PAYLOAD",
+                ];
+                table(
+                    &headers,
+                    rows,
+                    &format!("no dead letters in {}", list.topic),
+                );
+                if list.total > 0 {
+                    println!(
+                        "{} of {} dead letters shown ({} redriven); --json shows payloads in full",
+                        list.letters.len(),
+                        list.total,
+                        list.redriven
+                    );
+                }
+            })?;
+        }
+        DlqCommand::Redrive { all, offsets } => {
+            let selection = match (all, offsets.is_empty()) {
+                (true, false) => anyhow::bail!("--all and --offset cannot be combined"),
+                (false, true) => anyhow::bail!(
+                    "choose the dead letters to redrive: --all, or --offset <partition>:<offset> (repeatable)"
+                ),
+                (true, true) => kafka::Selection::All,
+                (false, false) => kafka::Selection::Offsets(
+                    offsets
+                        .iter()
+                        .map(|s| kafka::parse_letter(s))
+                        .collect::<anyhow::Result<_>>()?,
+                ),
+            };
+            let report = kafka.dlq_redrive(selection).await?;
+            out.print(&report, || {
+                if report.redriven.is_empty() {
+                    println!("nothing to redrive: every dead letter was redriven already");
+                }
+                for r in &report.redriven {
+                    println!(
+                        "redrove {}:{} to {}:{}:{}",
+                        r.partition, r.offset, r.topic, r.topic_partition, r.topic_offset
+                    );
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn replay(
+    kafka: &kafka::Kafka,
+    out: Output,
+    from: &str,
+    group: &str,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let from = DateTime::parse_from_rfc3339(from)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "invalid --from {from:?}: {e} (expected RFC 3339, e.g. 2026-11-24T09:00:00Z)"
+            )
+        })?;
+    let report = kafka.replay(group, from, dry_run)?;
+    out.print(&report, || {
+        let opt = |o: Option<i64>| o.map_or_else(|| "-".into(), |o| o.to_string());
+        let rows = report
+            .partitions
+            .iter()
+            .map(|p| {
+                vec![
+                    p.topic.clone(),
+                    p.partition.to_string(),
+                    opt(p.old),
+                    opt(p.new),
+                    if p.changed {
+                        String::new()
+                    } else if p.old.is_none() {
+                        "unchanged (never committed: read from its start)".to_owned()
+                    } else {
+                        "unchanged (already before that time)".to_owned()
+                    },
+                ]
+            })
+            .collect();
+        table(
+            &["TOPIC", "PARTITION", "OLD", "NEW", ""],
+            rows,
+            "no partitions",
+        );
+        let changed = report.partitions.iter().filter(|p| p.changed).count();
+        if report.dry_run {
+            println!(
+                "dry run: group {:?} not changed ({changed} partition(s) would be rewound)",
+                report.group
+            );
+        } else {
+            println!(
+                "rewound group {:?} on {changed} partition(s) to {}; start the workers to replay",
+                report.group,
+                time(&report.from)
+            );
+        }
+    })?;
+    Ok(())
+}
+
+/// At most `max` characters, newlines escaped, with "..." when cut.
+fn truncate(s: &str, max: usize) -> String {
+    let s = s.replace('\n', "\\n");
+    if s.chars().count() <= max {
+        return s;
+    }
+    let cut: String = s.chars().take(max.saturating_sub(3)).collect();
+    format!("{cut}...")
 }
 
 async fn spec(pool: &PgPool, out: Output, command: SpecCommand) -> anyhow::Result<()> {
