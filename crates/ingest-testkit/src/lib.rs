@@ -117,17 +117,11 @@ pub struct PrivateStack {
 
 impl PrivateStack {
     pub fn new() -> Self {
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port()
-        };
         Self {
             dir: std::env::temp_dir().join(unique("stack")),
-            kafka_port: free(),
-            controller_port: free(),
-            pg_port: free(),
+            kafka_port: free_port(),
+            controller_port: free_port(),
+            pg_port: free_port(),
         }
     }
 
@@ -386,6 +380,47 @@ pub fn stream_url(base_url: &str, project: &str, datasource: &str, endpoint: &st
     format!("{base_url}/v1/project/{project}/datasource/{datasource}/stream/{endpoint}")
 }
 
+/// A free port on 127.0.0.1 (free when asked; a test binds it moments later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Starts a binary of this workspace with `env` and `extra`, listening on a free port
+/// given in `addr_var`, and waits until its `/healthz` answers. Returns its base URL.
+async fn spawn_binary(
+    binary: &str,
+    env: Vec<(String, String)>,
+    addr_var: &str,
+    extra: &[(&str, &str)],
+) -> (String, std::process::Child) {
+    let port = free_port();
+    let mut command = std::process::Command::new(binary);
+    command.envs(env).env(addr_var, format!("127.0.0.1:{port}"));
+    command.envs(extra.iter().copied());
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {binary}: {e}"));
+    let base_url = format!("http://127.0.0.1:{port}");
+    let health = format!("{base_url}/healthz");
+    wait_for(
+        &format!("{binary} to serve"),
+        Duration::from_secs(30),
+        || async {
+            reqwest::get(&health)
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        },
+    )
+    .await;
+    (base_url, child)
+}
+
 /// A gateway running as its own operating-system process (the real binary), for
 /// tests about several instances sharing state through the database.
 pub struct GatewayProcess {
@@ -396,36 +431,8 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// Starts `binary` (the crate's `CARGO_BIN_EXE_ingest-gateway`) and waits until it serves.
     pub async fn spawn(binary: &str, topics: &TestTopics, extra: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut command = std::process::Command::new(binary);
-        for (k, v) in gateway_env(topics) {
-            command.env(k, v);
-        }
-        command.env("INGEST_GATEWAY_ADDR", format!("127.0.0.1:{port}"));
-        for (k, v) in extra {
-            command.env(k, v);
-        }
-        let child = command
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start the gateway binary");
-        let base_url = format!("http://127.0.0.1:{port}");
-        let health = format!("{base_url}/healthz");
-        wait_for(
-            "the gateway process to serve",
-            Duration::from_secs(30),
-            || async {
-                reqwest::get(&health)
-                    .await
-                    .ok()
-                    .filter(|r| r.status() == 200)
-                    .map(|_| ())
-            },
-        )
-        .await;
+        let (base_url, child) =
+            spawn_binary(binary, gateway_env(topics), "INGEST_GATEWAY_ADDR", extra).await;
         Self { base_url, child }
     }
 }
@@ -543,36 +550,8 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `binary` (the crate's `CARGO_BIN_EXE_ingest-worker`) and waits until it serves.
     pub async fn spawn(binary: &str, topics: &TestTopics, extra: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut command = std::process::Command::new(binary);
-        for (k, v) in worker_env(topics) {
-            command.env(k, v);
-        }
-        command.env("INGEST_WORKER_ADDR", format!("127.0.0.1:{port}"));
-        for (k, v) in extra {
-            command.env(k, v);
-        }
-        let child = command
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start the worker binary");
-        let ops_url = format!("http://127.0.0.1:{port}");
-        let health = format!("{ops_url}/healthz");
-        wait_for(
-            "the worker process to serve",
-            Duration::from_secs(30),
-            || async {
-                reqwest::get(&health)
-                    .await
-                    .ok()
-                    .filter(|r| r.status() == 200)
-                    .map(|_| ())
-            },
-        )
-        .await;
+        let (ops_url, child) =
+            spawn_binary(binary, worker_env(topics), "INGEST_WORKER_ADDR", extra).await;
         Self { ops_url, child }
     }
 

@@ -82,11 +82,18 @@ impl Envelope {
         struct Version {
             v: u16,
         }
-        let Version { v } = serde_json::from_slice(bytes)?;
-        if v != ENVELOPE_VERSION {
-            return Err(EnvelopeError::UnsupportedVersion { found: v });
+        // One parse on the happy path; the version is read alone only to explain a
+        // failure (a newer envelope may not parse as this build's shape at all).
+        match serde_json::from_slice::<Envelope>(bytes) {
+            Ok(envelope) if envelope.v == ENVELOPE_VERSION => Ok(envelope),
+            Ok(envelope) => Err(EnvelopeError::UnsupportedVersion { found: envelope.v }),
+            Err(err) => match serde_json::from_slice::<Version>(bytes) {
+                Ok(Version { v }) if v != ENVELOPE_VERSION => {
+                    Err(EnvelopeError::UnsupportedVersion { found: v })
+                }
+                _ => Err(EnvelopeError::Malformed(err)),
+            },
         }
-        Ok(serde_json::from_slice(bytes)?)
     }
 }
 
