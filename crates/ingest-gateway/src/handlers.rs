@@ -27,8 +27,6 @@ use crate::error::ApiError;
 use crate::metrics::{
     ITEMS_TOTAL, PRODUCER_QUEUE_MESSAGES, PUBLISH_DURATION_SECONDS, RATE_LIMITED_TOTAL,
 };
-#[allow(unused_imports)]
-// ContactItem, EventItem and Message are named by the OpenAPI annotations.
 use crate::views::{
     AttributeSpecView, AttributeSpecs, BatchAnswers, ContactItem, EventItem, EventParameterSpecs,
     EventSpecs, EventTypeView, GuardedErrors, Health, Message, ParameterSpecView, StreamInfo,
