@@ -24,6 +24,31 @@ pub enum PublishError {
     TimedOut(Duration),
 }
 
+/// The producer settings of the gateway, in one place: the publisher uses them, and so
+/// does the load generator's bare-producer ceiling, so both measure the same thing.
+pub fn producer_config(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        // librdkafka fails a message it could not deliver within this time; the
+        // request-level timeout of `Publisher` is a little longer so it sees that failure.
+        .set(
+            "message.timeout.ms",
+            config.publish_timeout.as_millis().to_string(),
+        )
+        .set("linger.ms", config.linger_ms.to_string())
+        .set("compression.type", &config.compression)
+        // Bounded buffering: when the broker cannot keep up, sends fail fast with
+        // QueueFull (503) instead of the process growing without bound.
+        .set(
+            "queue.buffering.max.kbytes",
+            config.queue_max_kbytes.to_string(),
+        );
+    client
+}
+
 #[derive(Clone)]
 pub struct Publisher {
     producer: FutureProducer,
@@ -33,25 +58,7 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(config: &Config) -> Result<Self, KafkaError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka_brokers)
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            // librdkafka fails a message it could not deliver within this time; the
-            // request-level timeout below is a little longer so it sees that failure.
-            .set(
-                "message.timeout.ms",
-                config.publish_timeout.as_millis().to_string(),
-            )
-            .set("linger.ms", config.linger_ms.to_string())
-            .set("compression.type", &config.compression)
-            // Bounded buffering: when the broker cannot keep up, sends fail fast with
-            // QueueFull (503) instead of the process growing without bound.
-            .set(
-                "queue.buffering.max.kbytes",
-                config.queue_max_kbytes.to_string(),
-            )
-            .create()?;
+        let producer: FutureProducer = producer_config(config).create()?;
         Ok(Self {
             producer,
             topics: config.topics.clone(),

@@ -1,0 +1,148 @@
+//! End-to-end latency, sampled: for some accepted requests, the time from the gateway's
+//! 202 to the item being visible in PostgreSQL, found by polling with the primary key.
+//!
+//! The poller looks every `poll_interval`, so each figure is late by at most that much.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::{self, Percentiles};
+use crate::workload::Sample;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct E2eReport {
+    #[serde(flatten)]
+    pub latency: Percentiles,
+    /// Samples not visible by the end of the grace period.
+    pub unseen: u64,
+    pub poll_interval_ms: u64,
+}
+
+pub struct Sampler {
+    tx: mpsc::UnboundedSender<(Sample, Instant)>,
+}
+
+impl Sampler {
+    /// An item the gateway accepted at `accepted_at`.
+    pub fn sample(&self, sample: Sample, accepted_at: Instant) {
+        let _ = self.tx.send((sample, accepted_at));
+    }
+}
+
+/// Starts the poller. Cancel `done` when no more samples come; the poller then waits up
+/// to `grace` for the pending ones and returns its report.
+pub fn start(
+    pool: PgPool,
+    project: String,
+    datasource: String,
+    poll_interval: Duration,
+    grace: Duration,
+    done: CancellationToken,
+) -> (
+    Sampler,
+    tokio::task::JoinHandle<Result<E2eReport, sqlx::Error>>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Sample, Instant)>();
+    let task = tokio::spawn(async move {
+        let mut histogram: Histogram<u64> = stats::histogram();
+        let mut pending: Vec<(Sample, Instant)> = Vec::new();
+        let mut deadline: Option<Instant> = None;
+        loop {
+            while let Ok(sample) = rx.try_recv() {
+                pending.push(sample);
+            }
+            if !pending.is_empty() {
+                let seen = visible(&pool, &project, &datasource, &pending).await?;
+                let now = Instant::now();
+                let mut i = 0;
+                pending.retain(|(_, accepted_at)| {
+                    let keep = !seen[i];
+                    if seen[i] {
+                        stats::record(&mut histogram, now.duration_since(*accepted_at));
+                    }
+                    i += 1;
+                    keep
+                });
+            }
+            if done.is_cancelled() {
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + grace);
+                if rx.is_empty() && (pending.is_empty() || Instant::now() >= deadline) {
+                    break;
+                }
+            }
+            tokio::time::sleep(poll_interval).await;
+        }
+        Ok(E2eReport {
+            latency: Percentiles::of(&histogram),
+            unseen: pending.len() as u64,
+            poll_interval_ms: poll_interval.as_millis() as u64,
+        })
+    });
+    (Sampler { tx }, task)
+}
+
+/// Which of `pending` are visible now, in order.
+async fn visible(
+    pool: &PgPool,
+    project: &str,
+    datasource: &str,
+    pending: &[(Sample, Instant)],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut event_ids = Vec::new();
+    let mut users = Vec::new();
+    let mut seqs = Vec::new();
+    for (sample, _) in pending {
+        match sample {
+            Sample::Event { event_id } => event_ids.push(event_id.as_str()),
+            Sample::Contact { user_id, seq } => {
+                users.push(user_id.as_str());
+                seqs.push(*seq);
+            }
+        }
+    }
+    let events: std::collections::HashSet<String> = if event_ids.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query_scalar(
+            "SELECT event_id FROM events
+              WHERE project = $1 AND datasource = $2 AND event_id = ANY($3)",
+        )
+        .bind(project)
+        .bind(datasource)
+        .bind(&event_ids)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    // A contact sample is visible once its user's row carries its write or a later one.
+    let contacts: std::collections::HashSet<(String, i64)> = if users.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query_as(
+            "SELECT s.user_id, s.seq FROM UNNEST($3::text[], $4::bigint[]) AS s(user_id, seq)
+               JOIN contacts c ON c.project = $1 AND c.datasource = $2 AND c.user_id = s.user_id
+              WHERE (c.attributes->>'lg_seq')::bigint >= s.seq",
+        )
+        .bind(project)
+        .bind(datasource)
+        .bind(&users)
+        .bind(&seqs)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    Ok(pending
+        .iter()
+        .map(|(sample, _)| match sample {
+            Sample::Event { event_id } => events.contains(event_id),
+            Sample::Contact { user_id, seq } => contacts.contains(&(user_id.clone(), *seq)),
+        })
+        .collect())
+}

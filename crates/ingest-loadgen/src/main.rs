@@ -1,0 +1,368 @@
+//! `ingest-loadgen`: load and ceilings for the ingest pipeline.
+//!
+//! - `http`: batches against any gateway, open loop (`--rate`) or closed loop (max);
+//! - `producer-ceiling`: a bare producer with the gateway's settings;
+//! - `copy-ceiling`: raw `COPY` of the same rows into the same table;
+//! - `drain`: one worker turning a backlog into rows;
+//! - `report`: `BENCHMARKS.md` from the JSON results of a run of `scripts/bench.sh`.
+//!
+//! Every command prints progress on stderr and its result as JSON on stdout (or into
+//! `--json-out`).
+
+mod ceiling;
+mod drain;
+mod e2e;
+mod http;
+mod procwatch;
+mod report;
+mod stats;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+
+use workload::{Kind, Workload};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ingest-loadgen",
+    version,
+    about = "Load generator and ceiling benchmarks for the ingest pipeline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Post batches to a gateway: open loop with `--rate`, closed loop at max without.
+    Http(HttpArgs),
+    /// Bare rdkafka producer with the gateway's producer settings (read from the same
+    /// environment variables as the gateway: KAFKA_BROKERS, INGEST_TOPIC_PREFIX,
+    /// INGEST_KAFKA_LINGER_MS, INGEST_KAFKA_COMPRESSION, ...), publishing the envelopes the
+    /// gateway would publish, to a scratch topic deleted afterwards.
+    ProducerCeiling(ProducerArgs),
+    /// Raw COPY of event rows into the `events` table, under a project of its own.
+    CopyCeiling(CopyArgs),
+    /// Wait for a worker to drain the backlog of a topic; report its rate.
+    Drain(DrainArgs),
+    /// Render BENCHMARKS.md's measured section from a results directory.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+struct WorkloadArgs {
+    /// contacts, events or mixed (alternating batches).
+    #[arg(long, value_enum, default_value = "events")]
+    kind: Kind,
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Approximate JSON size of one item.
+    #[arg(long, default_value_t = 300)]
+    item_bytes: usize,
+    /// Share of items made invalid on purpose (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    invalid_share: f64,
+    /// Distinct users items are spread over.
+    #[arg(long, default_value_t = 100_000)]
+    users: u64,
+}
+
+impl WorkloadArgs {
+    fn workload(&self) -> Workload {
+        Workload::new(
+            self.kind,
+            self.batch_size,
+            self.item_bytes,
+            self.invalid_share,
+            self.users,
+        )
+    }
+}
+
+#[derive(Debug, Args)]
+struct HttpArgs {
+    /// Gateway base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long)]
+    project: String,
+    #[arg(long)]
+    datasource: String,
+    /// API token (`ingestctl token create`).
+    #[arg(long, env = "INGEST_LOADGEN_TOKEN", hide_env_values = true)]
+    token: String,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Concurrent connections (requests in flight at most).
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Offered load in items per second (open loop). Without it: closed loop at max.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Measured duration, e.g. 30s, 2m.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    duration: Duration,
+    /// Load sent before measuring starts.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    warmup: Duration,
+    /// Per-request timeout.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    timeout: Duration,
+    /// Sample end-to-end latency (accept → row visible) from this database.
+    #[arg(long)]
+    e2e_database_url: Option<String>,
+    /// Sample one accepted request in this many.
+    #[arg(long, default_value_t = 10)]
+    e2e_every: u64,
+    #[arg(long, default_value_t = 20)]
+    e2e_poll_ms: u64,
+    /// Watch a process's resident memory: NAME=PID (repeatable).
+    #[arg(long = "watch", value_parser = procwatch::parse_watch)]
+    watch: Vec<(String, u32)>,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    watch_every: Duration,
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    /// No per-second progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct ProducerArgs {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Batches in flight at once (like concurrent requests).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+    duration: Duration,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+    warmup: Duration,
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CopyArgs {
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    #[arg(long, default_value_t = 500_000)]
+    rows: u64,
+    #[arg(long, default_value_t = 10_000)]
+    rows_per_copy: usize,
+    /// Project the rows are written under.
+    #[arg(long, default_value = "bench-copy")]
+    project: String,
+    /// Delete the rows afterwards (and VACUUM), leaving the table as it was.
+    #[arg(long)]
+    cleanup: bool,
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DrainArgs {
+    /// The worker's metrics endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:9091/metrics")]
+    metrics_url: String,
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    brokers: String,
+    #[arg(long, default_value = "ingest.events")]
+    topic: String,
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Project whose rows are counted at the end.
+    #[arg(long)]
+    project: String,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
+    timeout: Duration,
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Directory with the JSON results of one benchmark run.
+    #[arg(long)]
+    results: PathBuf,
+    /// The file whose generated section is replaced.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(err) = run(cli.command).await {
+        eprintln!("ingest-loadgen: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Http(args) => http_load(args).await,
+        Command::ProducerCeiling(args) => {
+            let gateway = ingest_gateway::config::Config::from_env()?;
+            let report = ceiling::producer(
+                &gateway,
+                &args.workload.workload(),
+                args.concurrency,
+                args.warmup,
+                args.duration,
+            )
+            .await?;
+            eprintln!(
+                "producer ceiling: {:.0} messages/s ({:.1} MiB/s payload), {} failed",
+                report.messages_per_sec, report.payload_mib_per_sec, report.failed
+            );
+            output(&report, args.json_out.as_ref())
+        }
+        Command::CopyCeiling(args) => {
+            let pool = connect(&args.database_url).await?;
+            let report = ceiling::copy(
+                &pool,
+                &args.workload.workload(),
+                &args.project,
+                args.rows,
+                args.rows_per_copy,
+            )
+            .await?;
+            eprintln!("COPY ceiling: {:.0} rows/s", report.rows_per_sec);
+            if args.cleanup {
+                sqlx::query("DELETE FROM events WHERE project = $1")
+                    .bind(&args.project)
+                    .execute(&pool)
+                    .await?;
+                sqlx::query("VACUUM events").execute(&pool).await?;
+            }
+            output(&report, args.json_out.as_ref())
+        }
+        Command::Drain(args) => {
+            let pool = connect(&args.database_url).await?;
+            let report = drain::drain(
+                &args.metrics_url,
+                &args.brokers,
+                &args.topic,
+                &pool,
+                &args.project,
+                args.timeout,
+            )
+            .await?;
+            eprintln!(
+                "drain: {} messages in {:.1} s, steady {:.0} rows/s, {} rows in the database",
+                report.backlog, report.total_s, report.steady_rows_per_sec, report.rows_in_database
+            );
+            output(&report, args.json_out.as_ref())
+        }
+        Command::Report(args) => report::write(&args.results, &args.out),
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {}", ingest_types::env::redact_password(url)))
+}
+
+async fn http_load(args: HttpArgs) -> anyhow::Result<()> {
+    let target = http::Target {
+        base_url: args.url.clone(),
+        project: args.project.clone(),
+        datasource: args.datasource.clone(),
+        token: args.token.clone(),
+    };
+    let options = http::LoadOptions {
+        connections: args.connections,
+        rate: args.rate,
+        duration: args.duration,
+        warmup: args.warmup,
+        timeout: args.timeout,
+        e2e_every: args.e2e_every,
+        progress: !args.quiet,
+    };
+    let done = CancellationToken::new();
+    let (sampler, e2e_task) = match &args.e2e_database_url {
+        Some(url) => {
+            let pool = connect(url).await?;
+            let (sampler, task) = e2e::start(
+                pool,
+                args.project.clone(),
+                args.datasource.clone(),
+                Duration::from_millis(args.e2e_poll_ms),
+                Duration::from_secs(30),
+                done.clone(),
+            );
+            (Some(sampler), Some(task))
+        }
+        None => (None, None),
+    };
+    let watch = tokio::spawn(procwatch::watch(
+        args.watch.clone(),
+        args.watch_every,
+        done.clone(),
+    ));
+    let mut report = http::run(target, args.workload.workload(), options, sampler).await;
+    done.cancel();
+    let memory = watch.await?;
+    let e2e = match e2e_task {
+        Some(task) => Some(task.await??),
+        None => None,
+    };
+    let report = {
+        let mut report = report
+            .as_mut()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?
+            .clone();
+        report.e2e = e2e;
+        report.memory = memory;
+        report
+    };
+    eprintln!(
+        "{} loop: {:.0} req/s, {:.0} accepted items/s; latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms; statuses {:?}",
+        report.mode,
+        report.requests_per_sec,
+        report.accepted_items_per_sec,
+        report.latency.p50_ms,
+        report.latency.p99_ms,
+        report.latency.max_ms,
+        report.statuses
+    );
+    if let Some(e2e) = &report.e2e {
+        eprintln!(
+            "end to end: {} samples, p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} unseen",
+            e2e.latency.count,
+            e2e.latency.p50_ms,
+            e2e.latency.p99_ms,
+            e2e.latency.max_ms,
+            e2e.unseen
+        );
+    }
+    output(&report, args.json_out.as_ref())
+}
+
+fn output(value: &impl Serialize, path: Option<&PathBuf>) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    match path {
+        Some(path) => {
+            std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+        }
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
