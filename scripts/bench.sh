@@ -7,14 +7,15 @@
 #   --quick  short scenarios (about 4 minutes instead of about 20), for trying changes
 #   --keep   leave the benchmark stack running afterwards
 #
-# Scenarios, in order (results as JSON in .stack-bench/results/):
+# Scenarios, in order (results as JSON in target/bench/results/, logs in target/bench/logs/):
 #   producer.json     bare rdkafka producer, the gateway's settings: the gateway's ceiling
 #   gateway_max.json  the gateway alone (no worker), closed loop at max
 #   copy.json         raw COPY of the same rows into the same table: the worker's ceiling
 #   drain.json        one worker draining the backlog the gateway run left in Kafka
 #   pipeline.json     gateway + worker, open loop at half the gateway's peak, end-to-end
 #                     latency sampled
-#   soak.json         the same load for 10 minutes, gateway and worker memory watched
+#   pipeline_quarter.json  the same at a quarter of the peak (a reference point)
+#   soak.json         half the peak for 10 minutes, gateway and worker memory watched
 #
 # Environment: BENCH_CONNECTIONS (64), BENCH_PARTITIONS (8), BENCH_STACK_DIR
 # (.stack-bench), BENCH_KAFKA_PORT (29092), BENCH_PG_PORT (56432), BENCH_GATEWAY_PORT
@@ -47,8 +48,8 @@ export INGEST_PG_PORT="${BENCH_PG_PORT:-56432}"
 export INGEST_TOPIC_PARTITIONS="${BENCH_PARTITIONS:-8}"
 GATEWAY_PORT="${BENCH_GATEWAY_PORT:-28080}"
 WORKER_PORT="${BENCH_WORKER_PORT:-29091}"
-RESULTS="$INGEST_STACK_DIR/results"
-LOGS="$INGEST_STACK_DIR/logs"
+RESULTS="$REPO_ROOT/target/bench/results"
+LOGS="$REPO_ROOT/target/bench/logs"
 BIN=target/release
 started_at=$(date +%s)
 
@@ -121,6 +122,7 @@ start ingest-gateway "$GATEWAY_PORT"; gateway_pid=$started_pid
 "${load[@]}" --duration "${MAX_SECS}s" --json-out "$RESULTS/gateway_max.json"
 peak="$(json_field "$RESULTS/gateway_max.json" accepted_items_per_sec)"
 half="$(awk -v p="$peak" 'BEGIN { printf "%d", p / 2 }')"
+quarter="$(awk -v p="$peak" 'BEGIN { printf "%d", p / 4 }')"
 [ "$half" -gt 0 ] || die "the gateway accepted nothing at max"
 
 say "3/6 raw COPY ceiling ($COPY_ROWS rows)"
@@ -135,6 +137,15 @@ say "5/6 pipeline at half the gateway's peak: $half items/s for ${PIPELINE_SECS}
 "${load[@]}" --rate "$half" --duration "${PIPELINE_SECS}s" --e2e-database-url "$DATABASE_URL" \
   --watch "gateway=$gateway_pid" --watch "worker=$worker_pid" --json-out "$RESULTS/pipeline.json"
 
+say "5b/6 pipeline at a quarter of the gateway's peak: $quarter items/s for ${PIPELINE_SECS}s"
+# Let the worker catch up first, so that this run starts without a backlog.
+"$BIN/ingest-loadgen" drain --metrics-url "http://127.0.0.1:$WORKER_PORT/metrics" \
+  --topic ingest.events --project bench --json-out /dev/null
+"${load[@]}" --rate "$quarter" --duration "${PIPELINE_SECS}s" --e2e-database-url "$DATABASE_URL" \
+  --watch "gateway=$gateway_pid" --watch "worker=$worker_pid" --json-out "$RESULTS/pipeline_quarter.json"
+
+"$BIN/ingest-loadgen" drain --metrics-url "http://127.0.0.1:$WORKER_PORT/metrics" \
+  --topic ingest.events --project bench --json-out /dev/null
 say "6/6 soak: $half items/s for ${SOAK_SECS}s, memory watched"
 "${load[@]}" --rate "$half" --duration "${SOAK_SECS}s" --e2e-database-url "$DATABASE_URL" \
   --watch "gateway=$gateway_pid" --watch "worker=$worker_pid" --watch-every 10s \

@@ -3,6 +3,9 @@ use ingest_gateway::config::Config;
 use ingest_gateway::Application;
 use ingest_types::runtime;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env().context("reading configuration")?;

@@ -295,7 +295,10 @@ mod tests {
         csv_row(&mut out, &envelopes[0]);
         let line = String::from_utf8(out).unwrap();
         assert!(line.starts_with("\"p\",\"d\","), "{line}");
-        assert!(line.contains("\"\"path\"\":\"\"/catalog/item/0\"\""), "{line}");
+        assert!(
+            line.contains("\"\"path\"\":\"\"/catalog/item/0\"\""),
+            "{line}"
+        );
         assert!(line.ends_with("\"\n"));
     }
 }

@@ -7,7 +7,7 @@
 //! | `KAFKA_BROKERS` | `127.0.0.1:19092` | bootstrap servers |
 //! | `INGEST_TOPIC_PREFIX` | `ingest` | topics `<prefix>.contacts`, `<prefix>.events`, `<prefix>.dlq` |
 //! | `INGEST_WORKER_GROUP` | `ingest-worker` | Kafka consumer group; every worker of one deployment shares it |
-//! | `INGEST_WORKER_BATCH_MAX_MESSAGES` | `1000` | most messages persisted in one transaction |
+//! | `INGEST_WORKER_BATCH_MAX_MESSAGES` | `5000` | most messages persisted in one transaction |
 //! | `INGEST_WORKER_BATCH_MAX_WAIT_MS` | `50` | longest a batch waits to fill once its first message arrived |
 //! | `INGEST_WORKER_SESSION_TIMEOUT_MS` | `10000` | consumer group session timeout: how long a worker that died without leaving keeps its partitions |
 //! | `INGEST_WORKER_ADDR` | `127.0.0.1:9091` | listen address of `/healthz`, `/readyz`, `/metrics` |
@@ -61,7 +61,7 @@ impl Config {
     /// Parses from any variable lookup, so tests need not touch the process environment.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(get);
-        let batch_max_messages: usize = vars.parse("INGEST_WORKER_BATCH_MAX_MESSAGES", "1000")?;
+        let batch_max_messages: usize = vars.parse("INGEST_WORKER_BATCH_MAX_MESSAGES", "5000")?;
         if batch_max_messages == 0 {
             return Err(ConfigError {
                 name: "INGEST_WORKER_BATCH_MAX_MESSAGES",
@@ -100,7 +100,7 @@ mod tests {
         assert_eq!(c.database_url, "postgres://ingest@127.0.0.1:55432/ingest");
         assert_eq!(c.topics.contacts, "ingest.contacts");
         assert_eq!(c.group_id, "ingest-worker");
-        assert_eq!(c.batch_max_messages, 1000);
+        assert_eq!(c.batch_max_messages, 5000);
     }
 
     #[test]

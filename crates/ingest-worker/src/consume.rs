@@ -36,21 +36,71 @@ pub struct ConsumeLoop {
 /// The batch was given up because shutdown began; its offsets stay uncommitted.
 struct Abandoned;
 
+/// A batch read and decoded, ready to persist.
+struct Prepared {
+    messages: Vec<OwnedMessage>,
+    /// `(index in messages, envelope)` of the messages that decoded.
+    decoded: Vec<(usize, Envelope)>,
+    /// `(index in messages, reason)` of those that did not.
+    undecodable: Vec<(usize, String)>,
+    batch: Batch,
+}
+
+impl Prepared {
+    fn new(messages: Vec<OwnedMessage>) -> Self {
+        let mut decoded = Vec::with_capacity(messages.len());
+        let mut undecodable = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
+            match Envelope::decode(message.payload().unwrap_or_default()) {
+                Ok(envelope) => decoded.push((i, envelope)),
+                Err(err) => undecodable.push((i, err.to_string())),
+            }
+        }
+        let batch = Batch::from_envelopes(decoded.iter().map(|(i, e)| (messages[*i].offset(), e)));
+        Self {
+            messages,
+            decoded,
+            undecodable,
+            batch,
+        }
+    }
+}
+
 impl ConsumeLoop {
+    /// Two stages, so that reading and decoding the next batch overlaps with writing the
+    /// current one: a reader task fills batches and hands them over one at a time, in
+    /// order, to this task, which persists and commits them. The hand-over holds one
+    /// batch, so at most two batches are uncommitted at any time (both are redelivered
+    /// after a crash, and redelivery is harmless).
     pub async fn run(self, shutdown: CancellationToken) {
-        loop {
-            let Some(messages) = self.next_batch(&shutdown).await else {
+        let this = Arc::new(self);
+        let (ready, mut batches) = tokio::sync::mpsc::channel::<Prepared>(1);
+        let reader = {
+            let (this, shutdown) = (this.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                while let Some(messages) = this.next_batch(&shutdown).await {
+                    if ready.send(Prepared::new(messages)).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        while let Some(prepared) = batches.recv().await {
+            if shutdown.is_cancelled() {
+                // Not started: left uncommitted, redelivered to whoever owns it next.
                 break;
-            };
-            if self.handle(&messages, &shutdown).await.is_err() {
+            }
+            if this.handle(&prepared, &shutdown).await.is_err() {
                 tracing::info!(
-                    messages = messages.len(),
+                    messages = prepared.messages.len(),
                     "shutdown: in-flight batch abandoned, it will be redelivered"
                 );
                 break;
             }
-            self.commit(&messages);
+            this.commit(&prepared.messages);
         }
+        drop(batches);
+        let _ = reader.await;
         tracing::info!("consume loop stopped");
     }
 
@@ -83,34 +133,29 @@ impl ConsumeLoop {
 
     async fn handle(
         &self,
-        messages: &[OwnedMessage],
+        prepared: &Prepared,
         shutdown: &CancellationToken,
     ) -> Result<(), Abandoned> {
-        let mut decoded = Vec::with_capacity(messages.len());
-        for message in messages {
-            match Envelope::decode(message.payload().unwrap_or_default()) {
-                Ok(envelope) => decoded.push((message, envelope)),
-                Err(err) => {
-                    self.dead_letter(message, &err.to_string(), shutdown)
-                        .await?
-                }
-            }
+        let messages = &prepared.messages;
+        for (i, reason) in &prepared.undecodable {
+            self.dead_letter(&messages[*i], reason, shutdown).await?;
         }
+        let decoded = &prepared.decoded;
         if decoded.is_empty() {
             return Ok(());
         }
         metrics::histogram!(BATCH_SIZE_MESSAGES).record(decoded.len() as f64);
-        let batch = Batch::from_envelopes(decoded.iter().map(|(m, e)| (m.offset(), e)));
-        match self.persist_retrying(&batch, shutdown).await? {
-            Ok(()) => self.record_persisted(&decoded),
+        match self.persist_retrying(&prepared.batch, shutdown).await? {
+            Ok(()) => self.record_persisted(decoded.iter().map(|(i, e)| (&messages[*i], e))),
             Err(err) => {
                 // Something in the batch can never be written: find it by writing each
                 // message alone, in order (so per-user order holds), and dead-letter it.
                 tracing::warn!(error = %err, "batch hit a permanent database error; isolating the bad messages");
-                for (message, envelope) in &decoded {
+                for (i, envelope) in decoded {
+                    let message = &messages[*i];
                     let single = Batch::from_envelopes([(message.offset(), envelope)]);
                     match self.persist_retrying(&single, shutdown).await? {
-                        Ok(()) => self.record_persisted(&[(*message, envelope.clone())]),
+                        Ok(()) => self.record_persisted([(message, envelope)]),
                         Err(err) => {
                             self.dead_letter(
                                 message,
@@ -188,7 +233,10 @@ impl ConsumeLoop {
         }
     }
 
-    fn record_persisted(&self, persisted: &[(&OwnedMessage, Envelope)]) {
+    fn record_persisted<'a>(
+        &self,
+        persisted: impl IntoIterator<Item = (&'a OwnedMessage, &'a Envelope)>,
+    ) {
         let now = Utc::now();
         for (message, envelope) in persisted {
             metrics::counter!(MESSAGES_TOTAL, "topic" => message.topic().to_owned(), "outcome" => "persisted").increment(1);

@@ -3,6 +3,9 @@ use ingest_types::runtime;
 use ingest_worker::config::Config;
 use ingest_worker::Worker;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env().context("reading configuration")?;

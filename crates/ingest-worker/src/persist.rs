@@ -39,6 +39,8 @@ pub struct Batch {
     events: EventColumns,
     /// Items per `sync_id` (requests that asked `?_sync`), announced at commit.
     synced: HashMap<String, u64>,
+    /// The events as `COPY` input, built with the batch (off the database's time).
+    events_csv: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +122,7 @@ impl Batch {
                 }
             }
         }
+        batch.events_csv = batch.events.to_csv();
         batch
     }
 
@@ -260,10 +263,24 @@ impl Batch {
         Ok(())
     }
 
+    /// Events go in with `COPY` (about twice as fast as an `INSERT` per row here, see
+    /// BENCHMARKS.md) inside a savepoint. An event delivered before (a redelivery, a
+    /// replay, a client retrying an accepted batch) makes the COPY fail with a unique
+    /// violation; the savepoint is then rolled back and the batch goes in with
+    /// `INSERT ... ON CONFLICT DO NOTHING` instead, so the effect is the same either way.
     async fn write_events(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
         let e = &self.events;
         if e.event_id.is_empty() {
             return Ok(());
+        }
+        {
+            use sqlx::Acquire;
+            let mut savepoint = tx.begin().await?;
+            match self.copy_events(&mut savepoint).await {
+                Ok(()) => return savepoint.commit().await,
+                Err(err) if is_unique_violation(&err) => savepoint.rollback().await?,
+                Err(err) => return Err(err),
+            }
         }
         sqlx::query(
             "INSERT INTO events
@@ -283,6 +300,79 @@ impl Batch {
         .execute(&mut **tx)
         .await?;
         Ok(())
+    }
+
+    async fn copy_events(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY events (project, datasource, event_id, user_id, event_type, event_date,
+                              parameters, received_at) FROM STDIN (FORMAT csv)",
+            )
+            .await?;
+        if let Err(err) = copy.send(self.events_csv.as_slice()).await {
+            let _ = copy.abort("send failed").await;
+            return Err(err);
+        }
+        copy.finish().await.map(|_rows| ())
+    }
+}
+
+/// A timestamp as PostgreSQL reads it back exactly (microseconds, UTC).
+struct Rfc3339(DateTime<Utc>);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+    }
+}
+
+/// One CSV record, every field quoted (`"` doubled), so any text round-trips: an empty
+/// string stays an empty string (unquoted empty would be NULL) and commas, quotes and
+/// newlines inside values are data.
+fn csv_record(out: &mut Vec<u8>, fields: &[&dyn std::fmt::Display]) {
+    use std::io::Write;
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        let start = out.len();
+        let _ = write!(out, "{field}");
+        if out[start..].contains(&b'"') {
+            let text = out.split_off(start);
+            for &byte in &text {
+                if byte == b'"' {
+                    out.push(b'"');
+                }
+                out.push(byte);
+            }
+        }
+        out.push(b'"');
+    }
+    out.push(b'\n');
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+impl EventColumns {
+    fn to_csv(&self) -> Vec<u8> {
+        let mut csv = Vec::with_capacity(self.event_id.len() * 400);
+        for i in 0..self.event_id.len() {
+            let fields: [&dyn std::fmt::Display; 8] = [
+                &self.project[i],
+                &self.datasource[i],
+                &self.event_id[i],
+                &self.user_id[i],
+                &self.event_type[i],
+                &Rfc3339(self.event_date[i]),
+                &self.parameters[i],
+                &Rfc3339(self.received_at[i]),
+            ];
+            csv_record(&mut csv, &fields);
+        }
+        csv
     }
 }
 
@@ -366,6 +456,20 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn csv_records_quote_every_field() {
+        let mut out = Vec::new();
+        let json = json!({"q": "say \"hi\", then\nleave"});
+        let fields: [&dyn std::fmt::Display; 3] = [&"a,b", &"", &json];
+        csv_record(&mut out, &fields);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a,b\",\"\",\"{\"\"q\"\":\"\"say \\\"\"hi\\\"\", then\\nleave\"\"}\"\n"
+        );
+        let ts: DateTime<Utc> = "2026-11-24T10:00:00.123456789Z".parse().unwrap();
+        assert_eq!(Rfc3339(ts).to_string(), "2026-11-24T10:00:00.123456Z");
     }
 
     #[test]
