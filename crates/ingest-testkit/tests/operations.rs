@@ -450,9 +450,9 @@ fn workspace_binary(name: &str) -> PathBuf {
     let built = std::fs::metadata(&binary)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{hint}"));
-    let crate_dir = name.to_owned();
+    // Each binary is its crate's (crates/<name>).
     for source in [
-        format!("crates/{crate_dir}/src"),
+        format!("crates/{name}/src"),
         "crates/ingest-types/src".to_owned(),
         "migrations".to_owned(),
     ] {
