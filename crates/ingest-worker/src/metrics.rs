@@ -16,3 +16,31 @@ pub const END_TO_END_LATENCY_SECONDS: &str = "ingest_worker_end_to_end_latency_s
 pub const CONSUMER_LAG_MESSAGES: &str = "ingest_worker_consumer_lag_messages";
 /// Offset commits that failed (the messages will be redelivered; effects are idempotent).
 pub const COMMIT_FAILURES_TOTAL: &str = "ingest_worker_commit_failures_total";
+
+/// Registers the HELP text of every metric above (Prometheus' `# HELP` lines), once the
+/// recorder is installed.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        MESSAGES_TOTAL,
+        "Messages handled, by topic and outcome (persisted, dead_lettered)."
+    );
+    describe_histogram!(BATCH_SIZE_MESSAGES, "Messages per persisted batch.");
+    describe_histogram!(
+        DB_WRITE_DURATION_SECONDS,
+        "Seconds to write and commit one batch's transaction."
+    );
+    describe_counter!(DB_RETRIES_TOTAL, "Transient database failures retried.");
+    describe_histogram!(
+        END_TO_END_LATENCY_SECONDS,
+        "Seconds from the gateway receiving an item to the worker committing it."
+    );
+    describe_gauge!(
+        CONSUMER_LAG_MESSAGES,
+        "Messages not yet committed by the group, per assigned topic and partition (every 5 s)."
+    );
+    describe_counter!(
+        COMMIT_FAILURES_TOTAL,
+        "Offset commits that failed (the messages will be redelivered)."
+    );
+}
