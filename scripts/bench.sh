@@ -15,7 +15,9 @@
 #   pipeline.json     gateway + worker, open loop at half the gateway's peak, end-to-end
 #                     latency sampled
 #   pipeline_quarter.json  the same at a quarter of the peak (a reference point)
-#   soak.json         half the peak for 10 minutes, gateway and worker memory watched
+#   soak.json         a quarter of the peak for 10 minutes, gateway and worker memory
+#                     watched (at half the peak the worker falls behind on 2 cores and the
+#                     backlog, rows and Kafka log, would grow by ~30 GB in 10 minutes)
 #
 # Environment: BENCH_CONNECTIONS (64), BENCH_PARTITIONS (8), BENCH_STACK_DIR
 # (.stack-bench), BENCH_KAFKA_PORT (29092), BENCH_PG_PORT (56432), BENCH_GATEWAY_PORT
@@ -146,8 +148,8 @@ say "5b/6 pipeline at a quarter of the gateway's peak: $quarter items/s for ${PI
 
 "$BIN/ingest-loadgen" drain --metrics-url "http://127.0.0.1:$WORKER_PORT/metrics" \
   --topic ingest.events --project bench --json-out /dev/null
-say "6/6 soak: $half items/s for ${SOAK_SECS}s, memory watched"
-"${load[@]}" --rate "$half" --duration "${SOAK_SECS}s" --e2e-database-url "$DATABASE_URL" \
+say "6/6 soak: $quarter items/s for ${SOAK_SECS}s, memory watched"
+"${load[@]}" --rate "$quarter" --duration "${SOAK_SECS}s" --e2e-database-url "$DATABASE_URL" \
   --watch "gateway=$gateway_pid" --watch "worker=$worker_pid" --watch-every 10s \
   --json-out "$RESULTS/soak.json"
 
