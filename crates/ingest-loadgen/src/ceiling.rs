@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use futures::future::join_all;
-use ingest_types::{Envelope, Operation};
+use ingest_types::Envelope;
+use ingest_worker::persist::{Batch, COPY_EVENTS};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -22,7 +23,7 @@ use rdkafka::util::Timeout;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::workload::Workload;
+use crate::workload::{Kind, Workload};
 
 /// `(key, payload)` of each message of one request's worth of envelopes.
 type EncodedBatch = Vec<(String, Vec<u8>)>;
@@ -188,8 +189,9 @@ pub async fn producer(
     })
 }
 
-/// Writes `rows` event rows with `COPY ... FROM STDIN (FORMAT csv)`, `rows_per_copy` per
-/// transaction, into `events` under `project`. The CSV is built before the clock starts.
+/// Writes `rows` event rows with the worker's own `COPY` statement and CSV encoding
+/// ([`ingest_worker::persist::COPY_EVENTS`]), `rows_per_copy` per transaction, into
+/// `events` under `project`. The CSV is built before the clock starts.
 pub async fn copy(
     pool: &PgPool,
     workload: &Workload,
@@ -197,44 +199,17 @@ pub async fn copy(
     rows: u64,
     rows_per_copy: usize,
 ) -> anyhow::Result<CopyReport> {
-    let received_at = Utc::now();
-    let mut rng = rand::rng();
-    let mut chunks: Vec<Vec<u8>> = Vec::new();
-    let mut chunk = Vec::new();
-    let mut in_chunk = 0;
-    let mut seq = 0;
-    let mut total = 0;
-    while total < rows {
-        let batch = workload.batch(seq, &mut rng);
-        seq += 1;
-        for envelope in workload.envelopes(&batch, project, "copy", received_at) {
-            if total == rows {
-                break;
-            }
-            csv_row(&mut chunk, &envelope);
-            total += 1;
-            in_chunk += 1;
-            if in_chunk == rows_per_copy {
-                chunks.push(std::mem::take(&mut chunk));
-                in_chunk = 0;
-            }
-        }
-    }
-    if !chunk.is_empty() {
-        chunks.push(chunk);
-    }
-
+    anyhow::ensure!(
+        workload.kind == Kind::Events,
+        "the COPY ceiling writes events: use --kind events"
+    );
+    let chunks = copy_chunks(workload, project, rows, rows_per_copy);
     let mut connection = pool.acquire().await?;
     let started = Instant::now();
     for chunk in &chunks {
         use sqlx::Connection;
         let mut tx = connection.begin().await?;
-        let mut copy = tx
-            .copy_in_raw(
-                "COPY events (project, datasource, event_id, user_id, event_type, event_date,
-                              parameters, received_at) FROM STDIN (FORMAT csv)",
-            )
-            .await?;
+        let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
         copy.send(chunk.as_slice()).await?;
         copy.finish().await?;
         tx.commit().await?;
@@ -242,63 +217,57 @@ pub async fn copy(
     let secs = started.elapsed().as_secs_f64();
     Ok(CopyReport {
         table: "events".into(),
-        rows: total,
+        rows,
         rows_per_copy,
         duration_s: secs,
-        rows_per_sec: total as f64 / secs,
+        rows_per_sec: rows as f64 / secs,
     })
 }
 
-/// One `events` row in CSV, every field quoted.
-fn csv_row(out: &mut Vec<u8>, envelope: &Envelope) {
-    let Operation::AppendEvent {
-        event_id,
-        event_type,
-        event_date,
-        parameters,
-    } = &envelope.op
-    else {
-        return;
-    };
-    let fields = [
-        envelope.project.clone(),
-        envelope.datasource.clone(),
-        event_id.clone(),
-        envelope.user_id.clone(),
-        event_type.clone(),
-        event_date.to_rfc3339(),
-        serde_json::to_string(parameters).expect("JSON map serializes"),
-        envelope.received_at.to_rfc3339(),
-    ];
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'"');
-        out.extend_from_slice(field.replace('"', "\"\"").as_bytes());
-        out.push(b'"');
+/// `rows` event rows as COPY input, `rows_per_copy` to a chunk.
+fn copy_chunks(
+    workload: &Workload,
+    project: &str,
+    rows: u64,
+    rows_per_copy: usize,
+) -> Vec<Vec<u8>> {
+    let received_at = Utc::now();
+    let mut rng = rand::rng();
+    let mut envelopes: Vec<Envelope> = Vec::with_capacity(rows as usize);
+    let mut seq = 0;
+    while (envelopes.len() as u64) < rows {
+        let batch = workload.batch(seq, &mut rng);
+        seq += 1;
+        envelopes.extend(workload.envelopes(&batch, project, "copy", received_at));
     }
-    out.push(b'\n');
+    envelopes.truncate(rows as usize);
+    envelopes
+        .chunks(rows_per_copy.max(1))
+        .map(|chunk| {
+            let batch = Batch::from_envelopes(chunk.iter().enumerate().map(|(i, e)| (i as i64, e)));
+            batch.events_csv().to_vec()
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::Kind;
 
     #[test]
-    fn csv_rows_quote_json() {
-        let workload = Workload::new(Kind::Events, 2, 300, 0.0, 10);
-        let batch = workload.batch(0, &mut rand::rng());
-        let envelopes = workload.envelopes(&batch, "p", "d", Utc::now());
-        let mut out = Vec::new();
-        csv_row(&mut out, &envelopes[0]);
-        let line = String::from_utf8(out).unwrap();
-        assert!(line.starts_with("\"p\",\"d\","), "{line}");
+    fn copy_chunks_hold_the_rows_in_the_workers_encoding() {
+        let workload = Workload::new(Kind::Events, 100, 300, 0.0, 10);
+        let chunks = copy_chunks(&workload, "p", 250, 100);
+        let lines: Vec<usize> = chunks
+            .iter()
+            .map(|c| c.iter().filter(|&&b| b == b'\n').count())
+            .collect();
+        assert_eq!(lines, vec![100, 100, 50]);
+        let first = String::from_utf8(chunks[0].clone()).unwrap();
+        assert!(first.starts_with("\"p\",\"copy\","), "{first}");
         assert!(
-            line.contains("\"\"path\"\":\"\"/catalog/item/0\"\""),
-            "{line}"
+            first.contains("\"\"path\"\":\"\"/catalog/item/0\"\""),
+            "{first}"
         );
-        assert!(line.ends_with("\"\n"));
     }
 }

@@ -318,22 +318,16 @@ async fn http_load(args: HttpArgs) -> anyhow::Result<()> {
         args.watch_every,
         done.clone(),
     ));
-    let mut report = http::run(target, args.workload.workload(), options, sampler).await;
+    let report = http::run(target, args.workload.workload(), options, sampler).await;
     done.cancel();
     let memory = watch.await?;
     let e2e = match e2e_task {
         Some(task) => Some(task.await??),
         None => None,
     };
-    let report = {
-        let mut report = report
-            .as_mut()
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?
-            .clone();
-        report.e2e = e2e;
-        report.memory = memory;
-        report
-    };
+    let mut report = report?;
+    report.e2e = e2e;
+    report.memory = memory;
     eprintln!(
         "{} loop: {:.0} req/s, {:.0} accepted items/s; latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms; statuses {:?}",
         report.mode,

@@ -20,6 +20,10 @@ use sqlx::{PgPool, Postgres, Transaction};
 /// The migrations under the workspace's `migrations/`, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
+/// The statement events are written with; its input is [`Batch::events_csv`].
+pub const COPY_EVENTS: &str = "COPY events (project, datasource, event_id, user_id, event_type, \
+     event_date, parameters, received_at) FROM STDIN (FORMAT csv)";
+
 /// The net effect of a batch's writes on one contact.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ContactWrite {
@@ -124,6 +128,11 @@ impl Batch {
         }
         batch.events_csv = batch.events.to_csv();
         batch
+    }
+
+    /// The batch's events as the CSV input of [`COPY_EVENTS`].
+    pub fn events_csv(&self) -> &[u8] {
+        &self.events_csv
     }
 
     pub fn contact_writes(&self) -> impl Iterator<Item = &ContactWrite> {
@@ -303,12 +312,7 @@ impl Batch {
     }
 
     async fn copy_events(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
-        let mut copy = tx
-            .copy_in_raw(
-                "COPY events (project, datasource, event_id, user_id, event_type, event_date,
-                              parameters, received_at) FROM STDIN (FORMAT csv)",
-            )
-            .await?;
+        let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
         if let Err(err) = copy.send(self.events_csv.as_slice()).await {
             let _ = copy.abort("send failed").await;
             return Err(err);
