@@ -66,10 +66,6 @@ impl Publisher {
         })
     }
 
-    pub fn topics(&self) -> &Topics {
-        &self.topics
-    }
-
     /// Publishes every envelope and waits for all acknowledgements. `Ok` means the
     /// broker has every one of them; any error means the caller must not report
     /// the batch as accepted (some messages may still land: retries are idempotent).

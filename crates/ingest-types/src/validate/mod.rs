@@ -7,8 +7,9 @@
 //! (`shared/API.md`), so they are constants, not ad-hoc strings.
 //!
 //! Entry points:
-//! - [`validate_raw`] (or [`validate_contact`] / [`validate_event`]): an item's JSON text as
-//!   sent; the 32 KiB limit is measured on that text, before it is parsed.
+//! - [`check_raw`] (what the gateway calls: the echo and the outcome, one parse), or
+//!   [`validate_raw`] / [`validate_contact`] / [`validate_event`] for the outcome alone: an
+//!   item's JSON text as sent; the 32 KiB limit is measured on that text.
 //! - [`validate_item`] (or [`contacts::validate`] / [`events::validate`]): an already parsed
 //!   item; the 32 KiB limit is measured on its compact JSON serialization.
 //!
@@ -121,24 +122,21 @@ pub fn validate_item(
     }
 }
 
-/// Validates one item of either kind from its JSON text as sent: larger than
-/// [`MAX_ITEM_BYTES`] fails with `_item: Too large` before it is parsed.
+/// Validates one item of either kind from its JSON text as sent: text larger than
+/// [`MAX_ITEM_BYTES`] fails with `_item: Too large` (the outcome half of [`check_raw`]).
 pub fn validate_raw(
     kind: ItemKind,
     raw: &RawValue,
     received_at: DateTime<Utc>,
     specs: &Specs,
 ) -> Result<ValidItem, FieldErrors> {
-    let item = parse_raw(raw)?;
-    let object = as_object(&item)?;
-    match kind {
-        ItemKind::Contact => contacts::validate_object(object, specs),
-        ItemKind::Event => events::validate_object(object, received_at, specs),
-    }
+    check_raw(kind, raw, received_at, specs).1
 }
 
-/// What the gateway needs per item, parsing it once: what the answer echoes, and the
-/// outcome of [`validate_raw`]. An oversized item is still parsed for its echo.
+/// What the gateway needs per item, parsing it once: what the answer echoes, and whether
+/// the item is valid. An oversized item is still parsed for its echo; text that is not
+/// even a JSON value the parser can hold (a number out of `f64` range) is
+/// `_item: Invalid format` with nothing to echo.
 pub fn check_raw(
     kind: ItemKind,
     raw: &RawValue,
@@ -183,13 +181,6 @@ pub fn echo(item: &Value) -> Echo {
     }
 }
 
-/// [`echo`] from an item's JSON text (also for items too large to validate).
-pub fn echo_raw(raw: &RawValue) -> Echo {
-    serde_json::from_str::<Value>(raw.get())
-        .map(|item| echo(&item))
-        .unwrap_or_default()
-}
-
 fn item_error(message: &str) -> FieldErrors {
     item_error_at(ITEM_KEY, message)
 }
@@ -198,14 +189,6 @@ fn item_error_at(field: &str, message: &str) -> FieldErrors {
     let mut errors = FieldErrors::new();
     add_error(&mut errors, field, message);
     errors
-}
-
-fn parse_raw(raw: &RawValue) -> Result<Value, FieldErrors> {
-    if raw.get().len() > MAX_ITEM_BYTES {
-        return Err(item_error(TOO_LARGE));
-    }
-    // A `RawValue` is well-formed JSON, but a number may still be out of `f64` range.
-    serde_json::from_str(raw.get()).map_err(|_| item_error(INVALID_FORMAT))
 }
 
 /// The `_item` error for anything that is not a JSON object.
@@ -693,7 +676,7 @@ mod tests {
     }
 
     #[test]
-    fn echo_raw_works_on_items_too_large_to_validate() {
+    fn check_raw_echoes_items_too_large_to_validate() {
         let text = format!(
             r#"{{"_user_id": "u", "_event_id": "e", "pad": "{}"}}"#,
             "x".repeat(MAX_ITEM_BYTES)
@@ -704,14 +687,26 @@ mod tests {
             vec![TOO_LARGE]
         );
         assert_eq!(
-            echo_raw(&raw),
+            check_raw(
+                ItemKind::Contact,
+                &raw,
+                DateTime::UNIX_EPOCH,
+                &Specs::default()
+            )
+            .0,
             Echo {
                 user_id: Some("u".into()),
                 event_id: Some("e".into())
             }
         );
         assert_eq!(
-            echo_raw(&RawValue::from_string("[1]".into()).unwrap()),
+            check_raw(
+                ItemKind::Contact,
+                &RawValue::from_string("[1]".into()).unwrap(),
+                DateTime::UNIX_EPOCH,
+                &Specs::default()
+            )
+            .0,
             Echo::default()
         );
     }
@@ -840,9 +835,8 @@ mod tests {
     #[test]
     fn raw_number_out_of_range_is_invalid_format() {
         // Well-formed JSON text that `Value` cannot hold.
-        let Ok(raw) = RawValue::from_string(r#"{"_user_id":"u","n":1e400}"#.into()) else {
-            return; // this serde_json rejects it up front: nothing to check
-        };
+        // A `RawValue` only checks that the text is well-formed, not that numbers fit.
+        let raw = RawValue::from_string(r#"{"_user_id":"u","n":1e400}"#.into()).unwrap();
         assert_eq!(
             validate_contact(&raw, &Specs::default()).unwrap_err(),
             item_error(INVALID_FORMAT)

@@ -9,10 +9,11 @@ use serde_json::{Map, Value};
 
 use super::specs::{AttributeSpec, DataType, EventTypeSpec, ParameterSpec, Specs};
 use super::{
-    contacts, echo, echo_raw, events, validate_contact, validate_event, ValidItem, ITEM_KEY,
+    check_raw, contacts, echo, events, validate_contact, validate_event, ValidItem, ITEM_KEY,
     MAX_FUTURE_SECONDS, TOO_LARGE,
 };
 use crate::envelope::{Envelope, Operation, ENVELOPE_VERSION};
+use crate::ItemKind;
 
 /// 256 cases (proptest's default; `PROPTEST_CASES` overrides it for a deeper local run).
 fn config() -> Config {
@@ -126,7 +127,10 @@ fn check_never_panics(item: &Value) {
         // The compact text is what the parsed path measures, so both paths agree on it.
         assert_eq!(validate_contact(&raw, &specs), contact);
         assert_eq!(validate_event(&raw, received_at(), &specs), event);
-        assert_eq!(echo_raw(&raw), echo(item));
+        assert_eq!(
+            check_raw(ItemKind::Event, &raw, received_at(), &specs).0,
+            echo(item)
+        );
         for errors in [contact.err(), event.err()].into_iter().flatten() {
             assert!(!errors.is_empty());
             assert!(errors.values().all(|messages| !messages.is_empty()));

@@ -175,13 +175,6 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn default_declares_nothing() {
-        let specs = Specs::default();
-        assert!(specs.attributes.is_empty());
-        assert!(specs.event_types.is_empty());
-    }
-
-    #[test]
     fn json_shape_round_trips() {
         let value = json!({
             "attributes": {
