@@ -26,10 +26,13 @@ pub async fn report_periodically(consumer: Arc<StreamConsumer>, shutdown: Cancel
         }
         let consumer = consumer.clone();
         let measured = tokio::task::spawn_blocking(move || measure(&consumer)).await;
-        let Ok(lags) = measured else { continue };
+        // A measurement that failed (broker unreachable) changes no gauge: an outage
+        // must not read as "caught up".
+        let Ok(Some(lags)) = measured else { continue };
         let current: HashSet<(String, i32)> =
             lags.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
         for (topic, partition, lag) in lags {
+            let Some(lag) = lag else { continue };
             metrics::gauge!(CONSUMER_LAG_MESSAGES, "topic" => topic, "partition" => partition.to_string())
                 .set(lag as f64);
         }
@@ -42,18 +45,19 @@ pub async fn report_periodically(consumer: Arc<StreamConsumer>, shutdown: Cancel
     }
 }
 
-/// (topic, partition, lag) for every assigned partition; blocking broker calls.
-fn measure(consumer: &StreamConsumer) -> Vec<(String, i32, i64)> {
-    let Ok(assignment) = consumer.assignment() else {
-        return Vec::new();
-    };
-    let Ok(committed) = consumer.committed_offsets(assignment.clone(), BROKER_TIMEOUT) else {
-        return Vec::new();
-    };
+/// (topic, partition, lag) for every assigned partition, the lag `None` where the
+/// partition's watermarks could not be read; `None` when the assignment or the committed
+/// offsets could not be. Blocking broker calls.
+fn measure(consumer: &StreamConsumer) -> Option<Vec<(String, i32, Option<i64>)>> {
+    let assignment = consumer.assignment().ok()?;
+    let committed = consumer
+        .committed_offsets(assignment.clone(), BROKER_TIMEOUT)
+        .ok()?;
     let mut lags = Vec::new();
     for element in assignment.elements() {
         let (topic, partition) = (element.topic(), element.partition());
         let Ok((low, high)) = consumer.fetch_watermarks(topic, partition, BROKER_TIMEOUT) else {
+            lags.push((topic.to_owned(), partition, None));
             continue;
         };
         let done = match committed
@@ -63,7 +67,7 @@ fn measure(consumer: &StreamConsumer) -> Vec<(String, i32, i64)> {
             Some(Offset::Offset(offset)) => offset,
             _ => low,
         };
-        lags.push((topic.to_owned(), partition, (high - done).max(0)));
+        lags.push((topic.to_owned(), partition, Some((high - done).max(0))));
     }
-    lags
+    Some(lags)
 }
