@@ -56,7 +56,8 @@ impl Prepared {
                 Err(err) => undecodable.push((i, err.to_string())),
             }
         }
-        let batch = Batch::from_envelopes(decoded.iter().map(|(i, e)| (messages[*i].offset(), e)));
+        let batch = Batch::from_envelopes(decoded.iter().map(|(i, e)| (messages[*i].offset(), e)))
+            .locking_partitions(decoded.iter().map(|(i, _)| partition_of(&messages[*i])));
         Self {
             messages,
             decoded,
@@ -66,22 +67,28 @@ impl Prepared {
     }
 }
 
+/// A message's partition, for [`Batch::locking_partitions`].
+fn partition_of(message: &OwnedMessage) -> (&str, i32) {
+    (message.topic(), message.partition())
+}
+
 impl ConsumeLoop {
     /// Two stages, so that reading and decoding the next batch overlaps with writing the
     /// current one: a reader task fills batches and hands them over one at a time, in
-    /// order, to this task, which persists and commits them. The hand-over holds one
-    /// batch, so at most two batches are uncommitted at any time (both are redelivered
-    /// after a crash, and redelivery is harmless).
+    /// order, to this task, which persists and commits them. The reader reserves the
+    /// hand-over's one slot before it reads, so at most two batches are uncommitted at
+    /// any time (both are redelivered after a crash, and redelivery is harmless).
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         let (ready, mut batches) = tokio::sync::mpsc::channel::<Prepared>(1);
         let reader = {
             let (this, shutdown) = (this.clone(), shutdown.clone());
             tokio::spawn(async move {
-                while let Some(messages) = this.next_batch(&shutdown).await {
-                    if ready.send(Prepared::new(messages)).await.is_err() {
+                while let Ok(slot) = ready.reserve().await {
+                    let Some(messages) = this.next_batch(&shutdown).await else {
                         break;
-                    }
+                    };
+                    slot.send(Prepared::new(messages));
                 }
             })
         };
@@ -153,7 +160,8 @@ impl ConsumeLoop {
                 tracing::warn!(error = %err, "batch hit a permanent database error; isolating the bad messages");
                 for (i, envelope) in decoded {
                     let message = &messages[*i];
-                    let single = Batch::from_envelopes([(message.offset(), envelope)]);
+                    let single = Batch::from_envelopes([(message.offset(), envelope)])
+                        .locking_partitions([partition_of(message)]);
                     match self.persist_retrying(&single, shutdown).await? {
                         Ok(()) => self.record_persisted([(message, envelope)]),
                         Err(err) => {

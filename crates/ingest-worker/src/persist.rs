@@ -45,6 +45,9 @@ pub struct Batch {
     synced: HashMap<String, u64>,
     /// The events as `COPY` input, built with the batch (off the database's time).
     events_csv: Vec<u8>,
+    /// The Kafka partitions (`topic/partition`) the contact writes came from, locked for
+    /// the transaction (see [`Batch::locking_partitions`]).
+    partition_locks: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +133,28 @@ impl Batch {
         batch
     }
 
+    /// Makes the transaction hold a lock per Kafka partition of the batch's contact
+    /// writes. A partition has one owner at a time, except during a rebalance: the old
+    /// owner may still be writing a batch it read before its partitions were revoked
+    /// while the new owner writes the same messages again. The version guards need each
+    /// writer to see the other's committed rows and tombstones (with both transactions
+    /// open, a delete can miss an upsert's row and the upsert the delete's tombstone, and
+    /// a deleted contact would come back); the lock orders the two transactions. A worker
+    /// that owns its partitions never waits for it.
+    pub fn locking_partitions<'a>(
+        mut self,
+        partitions: impl IntoIterator<Item = (&'a str, i32)>,
+    ) -> Self {
+        if !self.contacts.is_empty() {
+            let distinct: std::collections::BTreeSet<_> = partitions.into_iter().collect();
+            self.partition_locks = distinct
+                .into_iter()
+                .map(|(topic, partition)| format!("{topic}/{partition}"))
+                .collect();
+        }
+        self
+    }
+
     /// The batch's events as the CSV input of [`COPY_EVENTS`].
     pub fn events_csv(&self) -> &[u8] {
         &self.events_csv
@@ -142,6 +167,16 @@ impl Batch {
     /// Applies the batch in one transaction. Returns only after the commit.
     pub async fn persist(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         let mut tx = pool.begin().await?;
+        if !self.partition_locks.is_empty() {
+            // In a fixed order, so two writers cannot deadlock on them.
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(hashtextextended('ingest-worker:' || k, 0))
+                   FROM UNNEST($1::text[]) WITH ORDINALITY AS u(k, i) ORDER BY i",
+            )
+            .bind(&self.partition_locks)
+            .execute(&mut *tx)
+            .await?;
+        }
         self.write_contacts(&mut tx).await?;
         self.write_events(&mut tx).await?;
         self.announce_synced(&mut tx).await?;

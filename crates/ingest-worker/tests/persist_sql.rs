@@ -201,3 +201,79 @@ async fn older_writes_delivered_again_never_overwrite_newer_ones() {
         Some(json!({"back": true}))
     );
 }
+
+#[tokio::test]
+async fn contact_writes_wait_for_another_writer_of_their_partition() {
+    let pool = migrated_pool().await;
+    let project = unique("lock");
+    let topic = unique("topic");
+    // Another writer of the same partition (an old owner during a rebalance) holds it.
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('ingest-worker:' || $1, 0))")
+        .bind(format!("{topic}/3"))
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let envelopes = [envelope(&project, "u", upsert(json!({"x": 1})))];
+    let write = {
+        let (pool, topic) = (pool.clone(), topic.clone());
+        tokio::spawn(async move {
+            Batch::from_envelopes(envelopes.iter().map(|e| (1, e)))
+                .locking_partitions([(topic.as_str(), 3)])
+                .persist(&pool)
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!write.is_finished(), "the write did not wait for the partition's lock");
+    assert_eq!(attributes(&pool, &project, "u").await, None);
+    other.commit().await.unwrap();
+    write.await.unwrap().unwrap();
+    assert_eq!(attributes(&pool, &project, "u").await, Some(json!({"x": 1})));
+}
+
+#[tokio::test]
+async fn event_text_round_trips_through_copy() {
+    let pool = migrated_pool().await;
+    let project = unique("copytext");
+    let parameters = json!({
+        "quote": "say \"hi\", then leave",
+        "lines": "a\nb\r\nc\td",
+        "backslash": "C:\\path\\N",
+        "empty": "",
+        "null_word": "NULL",
+        "unicode": "ñ 東京 🎉",
+        "list": ["", ",", "\""],
+    });
+    let env = envelope(
+        &project,
+        "user \"1\", with comma",
+        Operation::AppendEvent {
+            event_id: "id,with\"quote\nand newline".into(),
+            event_type: "".into(),
+            event_date: "2026-11-24T10:00:00.123456Z".parse().unwrap(),
+            parameters: parameters.as_object().unwrap().clone(),
+        },
+    );
+    persist(&pool, std::slice::from_ref(&env)).await;
+    let row: (String, String, String, chrono::DateTime<Utc>, Value) = sqlx::query_as(
+        "SELECT event_id, user_id, event_type, event_date, parameters FROM events
+          WHERE project = $1 AND datasource = 'ds'",
+    )
+    .bind(&project)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(row.0, "id,with\"quote\nand newline");
+    assert_eq!(row.1, "user \"1\", with comma");
+    assert_eq!(row.2, "");
+    assert_eq!(row.3, env_date(&env));
+    assert_eq!(row.4, parameters);
+}
+
+fn env_date(envelope: &Envelope) -> chrono::DateTime<Utc> {
+    match &envelope.op {
+        Operation::AppendEvent { event_date, .. } => *event_date,
+        _ => unreachable!(),
+    }
+}
