@@ -322,7 +322,13 @@ impl Batch {
             let mut savepoint = tx.begin().await?;
             match self.copy_events(&mut savepoint).await {
                 Ok(()) => return savepoint.commit().await,
-                Err(err) if is_unique_violation(&err) => savepoint.rollback().await?,
+                Err(err)
+                    if err
+                        .as_database_error()
+                        .is_some_and(|db| db.is_unique_violation()) =>
+                {
+                    savepoint.rollback().await?
+                }
                 Err(err) => return Err(err),
             }
         }
@@ -369,30 +375,32 @@ impl std::fmt::Display for Rfc3339 {
 /// string stays an empty string (unquoted empty would be NULL) and commas, quotes and
 /// newlines inside values are data.
 fn csv_record(out: &mut Vec<u8>, fields: &[&dyn std::fmt::Display]) {
-    use std::io::Write;
+    use std::fmt::Write;
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.push(b'"');
-        let start = out.len();
-        let _ = write!(out, "{field}");
-        if out[start..].contains(&b'"') {
-            let text = out.split_off(start);
-            for &byte in &text {
-                if byte == b'"' {
-                    out.push(b'"');
-                }
-                out.push(byte);
-            }
-        }
+        let _ = write!(QuoteDoubling(out), "{field}");
         out.push(b'"');
     }
     out.push(b'\n');
 }
 
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+/// Writes text into a CSV field as it is formatted, doubling every `"`.
+struct QuoteDoubling<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for QuoteDoubling<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let mut rest = text;
+        while let Some(at) = rest.find('"') {
+            self.0.extend_from_slice(&rest.as_bytes()[..=at]);
+            self.0.push(b'"');
+            rest = &rest[at + 1..];
+        }
+        self.0.extend_from_slice(rest.as_bytes());
+        Ok(())
+    }
 }
 
 impl EventColumns {

@@ -225,11 +225,17 @@ async fn contact_writes_wait_for_another_writer_of_their_partition() {
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(!write.is_finished(), "the write did not wait for the partition's lock");
+    assert!(
+        !write.is_finished(),
+        "the write did not wait for the partition's lock"
+    );
     assert_eq!(attributes(&pool, &project, "u").await, None);
     other.commit().await.unwrap();
     write.await.unwrap().unwrap();
-    assert_eq!(attributes(&pool, &project, "u").await, Some(json!({"x": 1})));
+    assert_eq!(
+        attributes(&pool, &project, "u").await,
+        Some(json!({"x": 1}))
+    );
 }
 
 #[tokio::test]
