@@ -93,19 +93,13 @@ export INGEST_GATEWAY_ADDR="127.0.0.1:$GATEWAY_PORT"
 export INGEST_WORKER_ADDR="127.0.0.1:$WORKER_PORT"
 export INGEST_LOG_FORMAT="${INGEST_LOG_FORMAT:-json}"
 
-# start NAME: starts target/release/NAME, waits for /readyz, sets $started_pid.
+# start NAME PORT: starts target/release/NAME, waits for /readyz, sets $started_pid.
 start() {
   local name="$1" port="$2"
   "$BIN/$name" >>"$LOGS/$name.log" 2>&1 </dev/null &
   started_pid=$!
   pids+=("$started_pid")
-  for _ in $(seq 1 300); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null && return 0
-    kill -0 "$started_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  tail -n 20 "$LOGS/$name.log" >&2
-  die "$name did not become ready"
+  wait_ready "$name" "$started_pid" "http://127.0.0.1:$port/readyz" "$LOGS/$name.log"
 }
 
 json_field() { # json_field FILE KEY: a top-level number from a result file

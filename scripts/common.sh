@@ -83,3 +83,16 @@ ensure_ops_tools() {
   HADOLINT="$STACK_DIR/venv/bin/hadolint"
   export PROMTOOL PROMETHEUS DOCKER_COMPOSE KUBERNETES_VALIDATE HADOLINT
 }
+
+# wait_ready NAME PID URL LOG: waits up to 30 s for URL to answer 2xx while PID lives;
+# otherwise shows the end of LOG and dies.
+wait_ready() {
+  local name="$1" pid="$2" url="$3" log="$4"
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n 20 "$log" >&2 || true
+  die "$name did not become ready at $url"
+}

@@ -41,15 +41,7 @@ start_service() {
   say "starting $name (log: $LOG_DIR/$name.log)"
   setsid nohup "$BIN_DIR/$name" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/$name.pid"
-  for _ in $(seq 1 300); do
-    if curl -fsS -o /dev/null "$ready_url" 2>/dev/null; then
-      return 0
-    fi
-    kill -0 "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null || break
-    sleep 0.1
-  done
-  tail -n 20 "$LOG_DIR/$name.log" >&2 || true
-  die "$name did not become ready at $ready_url"
+  wait_ready "$name" "$(cat "$RUN_DIR/$name.pid")" "$ready_url" "$LOG_DIR/$name.log"
 }
 
 if [ "${1:-}" = "stop" ]; then

@@ -115,7 +115,6 @@ async fn two_workers_share_the_load_and_a_killed_one_loses_nothing() {
     written += 10;
 
     assert_complete(&pool, &tenant, written).await;
-    assert!(second.persisted().await > 0);
     drop(third);
     gateway.stop().await;
     topics.delete().await;
