@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use ingest_testkit::{migrated_pool, wait_for, PrivateStack, Tenant, TestGateway, TestTopics};
+use ingest_testkit::{
+    metrics_text, migrated_pool, wait_for, PrivateStack, Tenant, TestGateway, TestTopics,
+};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,14 +52,7 @@ async fn a_stopped_broker_gives_fast_503s_and_a_restarted_one_202s_again() {
             "{body}"
         );
     }
-    let metrics = client
-        .get(format!("{}/metrics", gateway.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gateway.base_url).await;
     assert!(
         metrics.contains("outcome=\"unavailable\""),
         "failed items are counted as unavailable, not accepted"

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use ingest_testkit::{kafka_brokers, migrated_pool, unique, Tenant, TestGateway, TestTopics};
+use ingest_testkit::{
+    kafka_brokers, metrics_text, migrated_pool, unique, Tenant, TestGateway, TestTopics,
+};
 use ingest_types::{Envelope, Operation};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -229,14 +231,7 @@ async fn operations_endpoints_answer() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let metrics = client
-        .get(format!("{}/metrics", gateway.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gateway.base_url).await;
     assert!(
         metrics.contains("ingest_gateway_items_total{kind=\"contact\",outcome=\"accepted\"}"),
         "{metrics}"

@@ -557,18 +557,12 @@ impl WorkerProcess {
 
     /// Messages this process persisted, from its own `/metrics`.
     pub async fn persisted(&self) -> u64 {
-        let text = reqwest::get(format!("{}/metrics", self.ops_url))
-            .await
-            .expect("worker metrics")
-            .text()
-            .await
-            .expect("worker metrics text");
-        text.lines()
-            .filter(|l| {
-                l.starts_with("ingest_worker_messages_total") && l.contains("outcome=\"persisted\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+        let text = metrics_text(&self.ops_url).await;
+        sample_sum(
+            &text,
+            "ingest_worker_messages_total",
+            "outcome=\"persisted\"",
+        ) as u64
     }
 
     /// SIGKILL: no shutdown, no leaving the group, no last commit.
@@ -632,6 +626,27 @@ impl TestWorker {
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout`
 /// with `what` in the message.
+/// The Prometheus exposition served at `<base_url>/metrics` (a gateway or a worker).
+pub async fn metrics_text(base_url: &str) -> String {
+    let url = format!("{base_url}/metrics");
+    reqwest::get(&url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// The sum of the samples of metric `name` whose labels include `label`
+/// (e.g. `outcome="persisted"`).
+pub fn sample_sum(exposition: &str, name: &str, label: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,

@@ -17,8 +17,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use ingest_testkit::{
-    kafka_brokers, migrated_pool, stream_url, unique, wait_for, GatewayProcess, Tenant, TestTopics,
-    WorkerProcess,
+    kafka_brokers, metrics_text, migrated_pool, sample_sum, stream_url, unique, wait_for,
+    GatewayProcess, Tenant, TestTopics, WorkerProcess,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -658,15 +658,6 @@ fn exported(exposition: &str) -> BTreeSet<String> {
         .collect()
 }
 
-async fn fetch(url: &str) -> String {
-    reqwest::get(url)
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-        .text()
-        .await
-        .expect("body")
-}
-
 fn promtool_check_metrics(promtool: &Path, exposition: &str) -> Output {
     use std::io::Write;
     let mut child = Command::new(promtool)
@@ -755,14 +746,21 @@ async fn a_real_prometheus_scrapes_gateway_and_worker_and_the_dashboard_queries_
         .await
         .expect("produce poison message");
 
-    let worker_metrics = format!("{}/metrics", worker.ops_url);
     let worker_text = wait_for(
         "the worker to persist 2 messages, dead-letter 1 and report its lag",
         Duration::from_secs(60),
         || async {
-            let text = fetch(&worker_metrics).await;
-            let persisted: f64 = sample_sum(&text, "ingest_worker_messages_total", "persisted");
-            let dead: f64 = sample_sum(&text, "ingest_worker_messages_total", "dead_lettered");
+            let text = metrics_text(&worker.ops_url).await;
+            let persisted: f64 = sample_sum(
+                &text,
+                "ingest_worker_messages_total",
+                "outcome=\"persisted\"",
+            );
+            let dead: f64 = sample_sum(
+                &text,
+                "ingest_worker_messages_total",
+                "outcome=\"dead_lettered\"",
+            );
             (persisted >= 2.0
                 && dead >= 1.0
                 && text.contains("ingest_worker_consumer_lag_messages{"))
@@ -770,7 +768,7 @@ async fn a_real_prometheus_scrapes_gateway_and_worker_and_the_dashboard_queries_
         },
     )
     .await;
-    let gateway_text = fetch(&format!("{}/metrics", gateway.base_url)).await;
+    let gateway_text = metrics_text(&gateway.base_url).await;
 
     // Both expositions pass promtool's parser and linter (HELP text, naming, types).
     for (name, exposition) in [("gateway", &gateway_text), ("worker", &worker_text)] {
@@ -831,14 +829,4 @@ async fn a_real_prometheus_scrapes_gateway_and_worker_and_the_dashboard_queries_
     drop(worker);
     drop(gateway);
     topics.delete().await;
-}
-
-/// Sum of the samples of `name` whose labels include `outcome="<outcome>"`.
-fn sample_sum(exposition: &str, name: &str, outcome: &str) -> f64 {
-    let label = format!("outcome=\"{outcome}\"");
-    exposition
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use ingest_testkit::{kafka_brokers, migrated_pool, unique, wait_for, TestTopics, TestWorker};
+use ingest_testkit::{
+    kafka_brokers, metrics_text, migrated_pool, unique, wait_for, TestTopics, TestWorker,
+};
 use ingest_types::{Envelope, Operation, ENVELOPE_VERSION};
 use ingest_worker::dead_letter::{HEADER_OFFSET, HEADER_REASON, HEADER_TOPIC};
 use rdkafka::config::ClientConfig;
@@ -150,12 +152,7 @@ async fn envelopes_become_rows_and_poison_goes_to_the_dead_letter_topic() {
     )
     .await;
 
-    let metrics = reqwest::get(format!("{}/metrics", worker.ops_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&worker.ops_url).await;
     assert!(
         metrics.contains("ingest_worker_messages_total"),
         "{metrics}"
@@ -169,12 +166,7 @@ async fn envelopes_become_rows_and_poison_goes_to_the_dead_letter_topic() {
         "the events partition to report zero lag",
         Duration::from_secs(20),
         || async {
-            let text = reqwest::get(format!("{}/metrics", worker.ops_url))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = metrics_text(&worker.ops_url).await;
             text.contains(&lag_line).then_some(())
         },
     )

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use ingest_testkit::{
-    database_addr, migrated_pool, wait_for, CuttableProxy, PrivateStack, Tenant, TestGateway,
-    TestTopics, WorkerProcess,
+    database_addr, metrics_text, migrated_pool, wait_for, CuttableProxy, PrivateStack, Tenant,
+    TestGateway, TestTopics, WorkerProcess,
 };
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -175,12 +175,7 @@ async fn the_database_going_away_mid_stream_loses_nothing() {
     proxy.restore();
 
     assert_complete(&pool, &tenant, 10).await;
-    let metrics = reqwest::get(format!("{}/metrics", worker.ops_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&worker.ops_url).await;
     assert!(
         metrics.contains("ingest_worker_db_retries_total"),
         "{metrics}"
