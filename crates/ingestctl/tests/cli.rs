@@ -4,22 +4,10 @@
 
 use std::process::{Command, Output};
 
+use ingest_testkit::{database_url, unique};
 use ingest_types::validate::specs::{AttributeSpec, DataType, EventTypeSpec, ParameterSpec, Specs};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://ingest@127.0.0.1:55432/ingest".to_owned())
-}
-
-/// A fresh id with a readable prefix.
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
-}
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ingestctl"))
