@@ -11,7 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use flate2::read::MultiGzDecoder;
 use ingest_types::answer::ItemKind;
 use ingest_types::tenancy::Endpoint;
@@ -189,7 +189,8 @@ async fn write_batch(
     kind: ItemKind,
     sync: bool,
 ) -> Result<Response, ApiError> {
-    let received_at = Utc::now();
+    // To the microsecond: what `timestamptz` stores, so the envelope says what the row will.
+    let received_at = Utc::now().trunc_subsecs(6);
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
             limit: MAX_BODY_BYTES,
@@ -528,7 +529,7 @@ pub async fn delete_contact(
                 project: auth.project,
                 datasource: auth.datasource,
                 user_id,
-                received_at: Utc::now(),
+                received_at: Utc::now().trunc_subsecs(6),
                 request_id: request_id(&headers),
                 sync_id: None,
                 op: Operation::DeleteContact,

@@ -5,7 +5,7 @@
 //! | `_user_id` | required; string, 1–256 chars, no control characters | `Required`, `Must be a string`, `Invalid format` |
 //! | `_email` | optional; a valid address, at most 254 chars | `Invalid format` |
 //! | `_phone_mobile` | optional; E.164 (`^\+[1-9]\d{1,14}$`, ASCII digits) | `Invalid format` |
-//! | `_first_name`, `_last_name` | optional; string, at most 256 chars | `Must be a string`, `Too long` |
+//! | `_first_name`, `_last_name` | optional; string, at most 256 chars, no U+0000 | `Must be a string`, `Too long`, `Invalid format` |
 //! | any other `_` key | not allowed | `Unknown reserved attribute` |
 //! | any other key | a custom attribute (rules in the `validate` module) | `Invalid name`, `Invalid type`, `Too long`, `Too many values` |
 //!
@@ -28,6 +28,7 @@ pub const RESERVED_ATTRIBUTES: [(&str, DataType, bool); 5] = [
 ];
 
 use super::specs::DataType;
+use super::storable::is_storable_str;
 use email_address::{EmailAddress, Options};
 use serde_json::{Map, Value};
 
@@ -67,10 +68,14 @@ pub(crate) fn validate_object(
             }
             "_first_name" | "_last_name" => match value {
                 Value::Null => {}
-                Value::String(s) if s.chars().count() > MAX_NAME_CHARS => {
-                    add_error(&mut errors, key, TOO_LONG)
+                Value::String(s) => {
+                    if s.chars().count() > MAX_NAME_CHARS {
+                        add_error(&mut errors, key, TOO_LONG);
+                    }
+                    if !is_storable_str(s) {
+                        add_error(&mut errors, key, INVALID_FORMAT);
+                    }
                 }
-                Value::String(_) => {}
                 _ => add_error(&mut errors, key, MUST_BE_STRING),
             },
             reserved if reserved.starts_with('_') => {
@@ -102,6 +107,7 @@ pub fn is_valid_email(address: &str) -> bool {
         .without_domain_literal()
         .without_display_text();
     address.chars().count() <= MAX_EMAIL_CHARS
+        && is_storable_str(address)
         && EmailAddress::parse_with_options(address, options).is_ok()
 }
 
@@ -316,6 +322,13 @@ mod tests {
             assert_eq!(
                 errors(json!({"_user_id": "u", field: "x".repeat(257)})),
                 only(field, &[TOO_LONG])
+            );
+            assert_eq!(
+                errors(json!({"_user_id": "u", field: "A\u{0}nn"})),
+                only(field, &[INVALID_FORMAT])
+            );
+            assert!(
+                errors(json!({"_user_id": "u", "_email": "a\u{0}b@c.co"})).contains_key("_email")
             );
             for bad in [json!(1), json!(false), json!(["Ann"]), json!({"n": "Ann"})] {
                 assert_eq!(

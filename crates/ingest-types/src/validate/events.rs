@@ -4,14 +4,18 @@
 //! |---|---|---|
 //! | `_user_id` | required, as for contacts | `Required`, `Must be a string`, `Invalid format` |
 //! | `_event_id` | required; string, 1–128 chars, no control characters | `Required`, `Must be a string`, `Invalid format` |
-//! | `_event_type` | required; string, 1–128 chars; one of the declared types, if any | `Required`, `Must be a string`, `Invalid format`, `Unknown event type` |
-//! | `_event_date` | optional; RFC 3339 with offset; at most 24 h after receipt | `Invalid format`, `Too far in the future` |
+//! | `_event_type` | required; string, 1–128 chars, no U+0000; one of the declared types, if any | `Required`, `Must be a string`, `Invalid format`, `Unknown event type` |
+//! | `_event_date` | optional; RFC 3339 with offset; years 0001–9999 in UTC; at most 24 h after receipt | `Invalid format`, `Too far in the future` |
 //! | `_event_parameters` | optional object; values as for custom attributes | `Must be an object`; per parameter under `_event_parameters.<name>` |
 //! | any other key | not allowed | `Unknown field` |
 //!
 //! Decisions where the contract is silent:
 //! - `_event_type` may contain control characters: the contract forbids them for the ids
-//!   only. (A declared type list, when there is one, decides anyway.)
+//!   only. (A declared type list, when there is one, decides anyway.) U+0000 is the
+//!   exception: PostgreSQL cannot store it.
+//! - `_event_date` is stored as `timestamptz`: in UTC, to the microsecond (further digits
+//!   are dropped), a leap second as the next second, and only within years 0001–9999
+//!   once in UTC (`0001-01-01T00:00:00+01:00` is `Invalid format`).
 //! - `_event_date` and `_event_parameters` may be `null`, meaning absent. A non-string
 //!   `_event_date` is `Invalid format`. Exactly 24 h after receipt is allowed; past dates
 //!   are not bounded.
@@ -22,6 +26,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value};
 
+use super::storable::storable_instant;
 use super::{
     add_error, as_sized_object, custom_value, required_string, user_id, EventTypeSpec, FieldErrors,
     Specs, ValidItem, INVALID_FORMAT, MAX_EVENT_ID_CHARS, MAX_EVENT_TYPE_CHARS, MAX_FUTURE_SECONDS,
@@ -110,14 +115,15 @@ fn event_date(
 ) -> Option<DateTime<Utc>> {
     let date = match value {
         None | Some(Value::Null) => return Some(received_at),
-        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s).ok(),
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+            .ok()
+            .and_then(storable_instant),
         Some(_) => None,
     };
     let Some(date) = date else {
         add_error(errors, "_event_date", INVALID_FORMAT);
         return None;
     };
-    let date = date.with_timezone(&Utc);
     if date.signed_duration_since(received_at) > TimeDelta::seconds(MAX_FUTURE_SECONDS) {
         add_error(errors, "_event_date", TOO_FAR_IN_THE_FUTURE);
         return None;
@@ -302,6 +308,8 @@ mod tests {
             (json!(["buy"]), MUST_BE_STRING),
             (json!(""), INVALID_FORMAT),
             (json!("x".repeat(129)), INVALID_FORMAT),
+            // Control characters are allowed, but PostgreSQL cannot store U+0000.
+            (json!("a\u{0}b"), INVALID_FORMAT),
         ] {
             assert_eq!(
                 errors(event(json!({"_event_type": bad}))),
@@ -346,7 +354,8 @@ mod tests {
             date(event(
                 json!({"_event_date": "2026-11-24T11:00:00.123456789Z"})
             )),
-            "2026-11-24T11:00:00.123456789Z"
+            // To the microsecond, as stored.
+            "2026-11-24T11:00:00.123456Z"
                 .parse::<DateTime<Utc>>()
                 .unwrap()
         );
@@ -370,6 +379,9 @@ mod tests {
             json!(1_795_000_000),
             json!(true),
             json!({"date": "2026-11-24T12:00:00Z"}),
+            // Before year 1 once in UTC: `timestamptz` as the worker writes it.
+            json!("0000-01-01T00:00:00Z"),
+            json!("0001-01-01T00:00:00+01:00"),
         ] {
             assert_eq!(
                 errors(event(json!({"_event_date": bad}))),

@@ -27,10 +27,19 @@
 //!   accepted as a one-element set and stored as `[value]`, so that a multivalue attribute
 //!   is always stored as an array.
 //! - A multivalue spec never lifts the generic bound of 100 values.
+//!
+//! Storability (see [`storable`]): an item is accepted only when the worker can store it
+//! unchanged. A string containing U+0000 (`_event_type`, `_first_name`, `_last_name`,
+//! `_email`, a custom string value or array element) is `Invalid format`, and so is a
+//! number outside PostgreSQL's `numeric` (more than 131,072 digits before the point or
+//! 16,383 after it); numbers within it are kept as the exact decimal sent. An item whose
+//! text repeats a key (at any depth) fails with `_item: Duplicate key`. Keys containing
+//! U+0000 never pass the name rules.
 
 pub mod contacts;
 pub mod events;
 pub mod specs;
+pub mod storable;
 
 #[cfg(test)]
 mod proptests;
@@ -59,6 +68,8 @@ pub const INVALID_TYPE: &str = "Invalid type";
 pub const TOO_MANY_VALUES: &str = "Too many values";
 pub const UNKNOWN_EVENT_TYPE: &str = "Unknown event type";
 pub const TOO_FAR_IN_THE_FUTURE: &str = "Too far in the future";
+/// Under [`ITEM_KEY`]: an object of the item repeats a key.
+pub const DUPLICATE_KEY: &str = "Duplicate key";
 
 /// The key under which whole-item errors (not an object, too large) are reported.
 pub const ITEM_KEY: &str = "_item";
@@ -134,9 +145,9 @@ pub fn validate_raw(
 }
 
 /// What the gateway needs per item, parsing it once: what the answer echoes, and whether
-/// the item is valid. An oversized item is still parsed for its echo; text that is not
-/// even a JSON value the parser can hold (a number out of `f64` range) is
-/// `_item: Invalid format` with nothing to echo.
+/// the item is valid. An oversized item is still parsed for its echo. An item whose text
+/// repeats a key fails with `_item: Duplicate key` (the parsed value would silently keep
+/// the last one).
 pub fn check_raw(
     kind: ItemKind,
     raw: &RawValue,
@@ -149,6 +160,9 @@ pub fn check_raw(
     let echo = echo(&item);
     if raw.get().len() > MAX_ITEM_BYTES {
         return (echo, Err(item_error(TOO_LARGE)));
+    }
+    if storable::has_duplicate_keys(raw.get()) {
+        return (echo, Err(item_error(DUPLICATE_KEY)));
     }
     let result = as_object(&item).and_then(|object| match kind {
         ItemKind::Contact => contacts::validate_object(object, specs),
@@ -264,7 +278,10 @@ pub(crate) fn required_string(
 
 fn is_valid_id(s: &str, max_chars: usize, control_allowed: bool) -> bool {
     let chars = s.chars().count();
-    chars != 0 && chars <= max_chars && (control_allowed || !s.chars().any(char::is_control))
+    chars != 0
+        && chars <= max_chars
+        && storable::is_storable_str(s)
+        && (control_allowed || !s.chars().any(char::is_control))
 }
 
 /// The `_user_id` rule for a user id that arrives as a string outside an item (the path
@@ -324,10 +341,7 @@ pub(crate) fn custom_value(
             for element in values {
                 match element {
                     Value::Array(_) | Value::Object(_) => error(INVALID_TYPE),
-                    Value::String(s) if s.chars().count() > MAX_STRING_VALUE_CHARS => {
-                        error(TOO_LONG)
-                    }
-                    _ => {}
+                    scalar => scalar_rules(scalar, &mut error),
                 }
             }
             match spec {
@@ -353,11 +367,7 @@ pub(crate) fn custom_value(
             value.clone()
         }
         scalar => {
-            if let Value::String(s) = scalar {
-                if s.chars().count() > MAX_STRING_VALUE_CHARS {
-                    error(TOO_LONG);
-                }
-            }
+            scalar_rules(scalar, &mut error);
             match spec {
                 Some(spec) if !is_type(scalar, spec.data_type) => {
                     error(INVALID_TYPE);
@@ -378,6 +388,23 @@ pub(crate) fn custom_value(
         }
     };
     (errors.get(field).map_or(0, Vec::len) == before).then_some(stored)
+}
+
+/// The rules of one scalar custom value (alone or in an array): strings at most
+/// [`MAX_STRING_VALUE_CHARS`] and storable, numbers within PostgreSQL's `numeric`.
+fn scalar_rules(value: &Value, error: &mut impl FnMut(&'static str)) {
+    match value {
+        Value::String(s) => {
+            if s.chars().count() > MAX_STRING_VALUE_CHARS {
+                error(TOO_LONG);
+            }
+            if !storable::is_storable_str(s) {
+                error(INVALID_FORMAT);
+            }
+        }
+        Value::Number(n) if !storable::is_storable_number(n) => error(INVALID_FORMAT),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -833,13 +860,77 @@ mod tests {
     }
 
     #[test]
-    fn raw_number_out_of_range_is_invalid_format() {
-        // Well-formed JSON text that `Value` cannot hold.
-        // A `RawValue` only checks that the text is well-formed, not that numbers fit.
-        let raw = RawValue::from_string(r#"{"_user_id":"u","n":1e400}"#.into()).unwrap();
+    fn numbers_are_kept_as_sent_or_refused() {
+        let specs = Specs::default();
+        let raw = |text: &str| RawValue::from_string(text.into()).unwrap();
+        // Outside PostgreSQL's numeric: refused under the attribute, never rounded.
+        for n in ["1e200000", "1e-20000", "[1, 1e200000]"] {
+            let item = raw(&format!(r#"{{"_user_id":"u","n":{n}}}"#));
+            assert_eq!(
+                validate_contact(&item, &specs).unwrap_err(),
+                item_error_at("n", INVALID_FORMAT),
+                "{n}"
+            );
+        }
+        // Within it: the very text sent, whatever an f64 would make of it.
+        for n in [
+            "1e400",
+            "1e-400",
+            "123456789012345678901234567890",
+            "-9223372036854775809",
+            "0.1000000000000000000000000001",
+        ] {
+            let item = raw(&format!(r#"{{"_user_id":"u","n":{n}}}"#));
+            let Operation::UpsertContact { attributes } =
+                validate_contact(&item, &specs).unwrap().op
+            else {
+                panic!("expected an upsert")
+            };
+            // The parser writes a positive exponent with its sign (`1e+400`).
+            let kept = attributes["n"].to_string();
+            assert!(
+                kept == n || kept == n.replace('e', "e+"),
+                "{n} kept as {kept}"
+            );
+        }
+    }
+
+    #[test]
+    fn unstorable_strings_are_invalid_format() {
+        let errors = |v: Value| {
+            let mut errors = FieldErrors::new();
+            custom_value("f", "f", &v, None, &mut errors);
+            errors.remove("f").unwrap_or_default()
+        };
+        assert_eq!(errors(json!("a\u{0}b")), vec![INVALID_FORMAT]);
+        assert_eq!(errors(json!(["ok", "\u{0}"])), vec![INVALID_FORMAT]);
         assert_eq!(
-            validate_contact(&raw, &Specs::default()).unwrap_err(),
-            item_error(INVALID_FORMAT)
+            errors(json!("\u{0}".repeat(1025))),
+            vec![TOO_LONG, INVALID_FORMAT]
+        );
+        assert!(errors(json!("a\u{1}b\u{7f}")).is_empty());
+    }
+
+    #[test]
+    fn repeated_keys_fail_the_item() {
+        let specs = Specs::default();
+        for text in [
+            r#"{"_user_id":"a","_user_id":"b"}"#,
+            r#"{"_user_id":"a","x":1,"x":1}"#,
+        ] {
+            let raw = RawValue::from_string(text.into()).unwrap();
+            let (echo, result) = check_raw(ItemKind::Contact, &raw, DateTime::UNIX_EPOCH, &specs);
+            assert_eq!(result.unwrap_err(), item_error(DUPLICATE_KEY), "{text}");
+            assert!(echo.user_id.is_some());
+        }
+        let event = RawValue::from_string(
+            r#"{"_user_id":"u","_event_id":"e","_event_type":"t","_event_parameters":{"p":1,"p":2}}"#
+                .into(),
+        )
+        .unwrap();
+        assert_eq!(
+            validate_event(&event, DateTime::UNIX_EPOCH, &specs).unwrap_err(),
+            item_error(DUPLICATE_KEY)
         );
     }
 }

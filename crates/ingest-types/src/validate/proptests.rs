@@ -324,9 +324,10 @@ proptest! {
             Operation::AppendEvent {
                 event_id: generated.event_id,
                 event_type: generated.event_type,
-                event_date: generated
-                    .date
-                    .map_or(received_at(), |d| d.with_timezone(&Utc)),
+                // As stored: to the microsecond (see `storable`).
+                event_date: generated.date.map_or(received_at(), |d| {
+                    super::storable::storable_instant(d).expect("generated dates are storable")
+                }),
                 parameters: generated.parameters.unwrap_or_default(),
             }
         );
