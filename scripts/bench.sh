@@ -22,7 +22,8 @@
 #
 # Environment: BENCH_CONNECTIONS (64), BENCH_PARTITIONS (8), BENCH_STACK_DIR
 # (.stack-bench), BENCH_KAFKA_PORT (29092), BENCH_PG_PORT (56432), BENCH_GATEWAY_PORT
-# (28080), BENCH_WORKER_PORT (29091), plus any INGEST_* variable of the binaries.
+# (28080), BENCH_GATEWAY_ADMIN_PORT (28081), BENCH_WORKER_PORT (29091), plus any INGEST_*
+# variable of the binaries.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$REPO_ROOT"
@@ -50,6 +51,7 @@ export INGEST_KAFKA_CONTROLLER_PORT="$((INGEST_KAFKA_PORT + 1))"
 export INGEST_PG_PORT="${BENCH_PG_PORT:-56432}"
 export INGEST_TOPIC_PARTITIONS="${BENCH_PARTITIONS:-8}"
 GATEWAY_PORT="${BENCH_GATEWAY_PORT:-28080}"
+GATEWAY_ADMIN_PORT="${BENCH_GATEWAY_ADMIN_PORT:-28081}"
 WORKER_PORT="${BENCH_WORKER_PORT:-29091}"
 RESULTS="$REPO_ROOT/target/bench/results"
 LOGS="$REPO_ROOT/target/bench/logs"
@@ -91,10 +93,12 @@ export INGEST_LOADGEN_TOKEN
 [ -n "$INGEST_LOADGEN_TOKEN" ] || die "could not create a token"
 
 export INGEST_GATEWAY_ADDR="127.0.0.1:$GATEWAY_PORT"
+export INGEST_ADMIN_ADDR="127.0.0.1:$GATEWAY_ADMIN_PORT"
 export INGEST_WORKER_ADDR="127.0.0.1:$WORKER_PORT"
 export INGEST_LOG_FORMAT="${INGEST_LOG_FORMAT:-json}"
 
-# start NAME PORT: starts target/release/NAME, waits for /readyz, sets $started_pid.
+# start NAME PORT: starts target/release/NAME, waits for /readyz on PORT (its operations
+# listener), sets $started_pid.
 start() {
   local name="$1" port="$2"
   "$BIN/$name" >>"$LOGS/$name.log" 2>&1 </dev/null &
@@ -115,7 +119,7 @@ say "1/6 bare-producer ceiling (${CEILING_SECS}s)"
   --duration "${CEILING_SECS}s" --json-out "$RESULTS/producer.json"
 
 say "2/6 gateway alone at max, closed loop (${MAX_SECS}s)"
-start ingest-gateway "$GATEWAY_PORT"; gateway_pid=$started_pid
+start ingest-gateway "$GATEWAY_ADMIN_PORT"; gateway_pid=$started_pid
 "${load[@]}" --duration "${MAX_SECS}s" --json-out "$RESULTS/gateway_max.json"
 peak="$(json_field "$RESULTS/gateway_max.json" accepted_items_per_sec)"
 half="$(awk -v p="$peak" 'BEGIN { printf "%d", p / 2 }')"

@@ -6,13 +6,15 @@
 # Usage: scripts/run.sh          start (or restart) everything
 #        scripts/run.sh stop     stop the gateway and the worker (then `scripts/stack.sh down`)
 #
-# Environment: INGEST_GATEWAY_PORT (8080), INGEST_WORKER_PORT (9091), plus every
+# Environment: INGEST_GATEWAY_PORT (8080), INGEST_GATEWAY_ADMIN_PORT (9080),
+# INGEST_WORKER_PORT (9091), plus every
 # variable of scripts/stack.sh and of the binaries (see README).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$REPO_ROOT"
 
 GATEWAY_PORT="${INGEST_GATEWAY_PORT:-8080}"
+GATEWAY_ADMIN_PORT="${INGEST_GATEWAY_ADMIN_PORT:-9080}"
 WORKER_PORT="${INGEST_WORKER_PORT:-9091}"
 RUN_DIR="$STACK_DIR/run"
 LOG_DIR="$STACK_DIR/logs"
@@ -83,14 +85,16 @@ DEMO_TOKEN="$(cat "$token_file")"
 stop_service ingest-gateway
 stop_service ingest-worker
 export INGEST_GATEWAY_ADDR="127.0.0.1:$GATEWAY_PORT"
+export INGEST_ADMIN_ADDR="127.0.0.1:$GATEWAY_ADMIN_PORT"
 export INGEST_WORKER_ADDR="127.0.0.1:$WORKER_PORT"
 start_service ingest-worker "http://127.0.0.1:$WORKER_PORT/readyz"
-start_service ingest-gateway "http://127.0.0.1:$GATEWAY_PORT/readyz"
+start_service ingest-gateway "http://127.0.0.1:$GATEWAY_ADMIN_PORT/readyz"
 
 cat <<MSG
 
 The pipeline is running:
   gateway  http://127.0.0.1:$GATEWAY_PORT   (log $LOG_DIR/ingest-gateway.log)
+           http://127.0.0.1:$GATEWAY_ADMIN_PORT/metrics
   worker   http://127.0.0.1:$WORKER_PORT/metrics (log $LOG_DIR/ingest-worker.log)
   kafka    $KAFKA_BROKERS    postgres $DATABASE_URL
 

@@ -2,7 +2,16 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `INGEST_GATEWAY_ADDR` | `127.0.0.1:8080` | HTTP listen address (`:0` picks a free port) |
+//! | `INGEST_GATEWAY_ADDR` | `127.0.0.1:8080` | HTTP listen address of the API (`:0` picks a free port) |
+//! | `INGEST_ADMIN_ADDR` | `127.0.0.1:9080` | listen address of `/metrics`, `/healthz` and `/readyz` (`:0` picks a free port); keep it off the public network |
+//! | `INGEST_HEADER_TIMEOUT_MS` | `10000` | a request head must be complete this long after the connection opened or its previous answer was sent; also the keep-alive idle timeout (hyper's one timer for both) |
+//! | `INGEST_BODY_TIMEOUT_MS` | `15000` | a request body must be complete this long after the head; else 408 and the connection is closed |
+//! | `INGEST_MAX_CONNECTIONS` | `10000` | open client connections; further ones are closed as soon as they are accepted (lowered at start if the file-descriptor limit cannot hold them) |
+//! | `INGEST_BODY_BUDGET_MBYTES` | `256` | request-body bytes held in memory at once, across all requests; past it, 503 + `Retry-After` before reading |
+//! | `INGEST_DATASOURCE_BODY_BUDGET_MBYTES` | `32` | the same, per datasource, so that one tenant cannot take the whole budget |
+//! | `INGEST_LOOKUPS_PER_ADDR_PER_SEC` | `20` | token and datasource look-ups in PostgreSQL (cache misses) per client address and second, sustained; past it, 429 |
+//! | `INGEST_LOOKUPS_PER_ADDR_BURST` | `200` | burst of such look-ups per client address |
+//! | `INGEST_UNKNOWN_TOKEN_CACHE_CAPACITY` | `100000` | unknown tokens remembered (apart from known ones, so a flood cannot evict them) |
 //! | `KAFKA_BROKERS` | `127.0.0.1:19092` | bootstrap servers |
 //! | `INGEST_TOPIC_PREFIX` | `ingest` | topics `<prefix>.contacts`, `<prefix>.events`, `<prefix>.dlq` |
 //! | `INGEST_PUBLISH_TIMEOUT_MS` | `5000` | how long a batch may wait for the broker's acknowledgement before the request fails with 503 |
@@ -27,6 +36,15 @@ use ingest_types::Topics;
 #[derive(Clone)]
 pub struct Config {
     pub listen_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub body_budget_bytes: usize,
+    pub datasource_body_budget_bytes: usize,
+    pub lookups_per_addr_per_sec: u32,
+    pub lookups_per_addr_burst: u32,
+    pub unknown_token_cache_capacity: u64,
     pub kafka_brokers: String,
     pub topics: Topics,
     pub publish_timeout: Duration,
@@ -46,6 +64,21 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen_addr", &self.listen_addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("body_budget_bytes", &self.body_budget_bytes)
+            .field(
+                "datasource_body_budget_bytes",
+                &self.datasource_body_budget_bytes,
+            )
+            .field("lookups_per_addr_per_sec", &self.lookups_per_addr_per_sec)
+            .field("lookups_per_addr_burst", &self.lookups_per_addr_burst)
+            .field(
+                "unknown_token_cache_capacity",
+                &self.unknown_token_cache_capacity,
+            )
             .field("kafka_brokers", &self.kafka_brokers)
             .field("topics", &self.topics)
             .field("publish_timeout", &self.publish_timeout)
@@ -72,6 +105,18 @@ impl Config {
         let vars = Vars(get);
         Ok(Self {
             listen_addr: vars.parse("INGEST_GATEWAY_ADDR", "127.0.0.1:8080")?,
+            admin_addr: vars.parse("INGEST_ADMIN_ADDR", "127.0.0.1:9080")?,
+            header_timeout: Duration::from_millis(vars.parse("INGEST_HEADER_TIMEOUT_MS", "10000")?),
+            body_timeout: Duration::from_millis(vars.parse("INGEST_BODY_TIMEOUT_MS", "15000")?),
+            max_connections: vars.parse("INGEST_MAX_CONNECTIONS", "10000")?,
+            body_budget_bytes: vars.parse::<usize>("INGEST_BODY_BUDGET_MBYTES", "256")? << 20,
+            datasource_body_budget_bytes: vars
+                .parse::<usize>("INGEST_DATASOURCE_BODY_BUDGET_MBYTES", "32")?
+                << 20,
+            lookups_per_addr_per_sec: vars.parse("INGEST_LOOKUPS_PER_ADDR_PER_SEC", "20")?,
+            lookups_per_addr_burst: vars.parse("INGEST_LOOKUPS_PER_ADDR_BURST", "200")?,
+            unknown_token_cache_capacity: vars
+                .parse("INGEST_UNKNOWN_TOKEN_CACHE_CAPACITY", "100000")?,
             kafka_brokers: vars.string("KAFKA_BROKERS", "127.0.0.1:19092"),
             topics: Topics::with_prefix(
                 &vars.string("INGEST_TOPIC_PREFIX", ingest_types::topics::DEFAULT_PREFIX),

@@ -16,11 +16,24 @@
 //! keep being honoured, so known producers keep
 //! writing; a token or datasource never seen before cannot be checked and the request
 //! gets 503 with `Retry-After` (not 401: the token may well be valid).
+//!
+//! Floods. Unknown tokens and datasources are remembered apart from known ones (in caches
+//! of their own, `INGEST_UNKNOWN_TOKEN_CACHE_CAPACITY`), so a flood of made-up tokens can
+//! neither evict the tokens of real producers nor repeat a query; creating a token
+//! announces it, which drops it from the unknown cache like any change. A flood of
+//! *different* made-up tokens misses every cache, so the look-ups themselves are
+//! limited per client address (`INGEST_LOOKUPS_PER_ADDR_PER_SEC`, burst
+//! `INGEST_LOOKUPS_PER_ADDR_BURST`; a GCRA limiter from `governor`): past it, 429 with
+//! `Retry-After` and no query. Cache hits are never limited.
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 use ingest_types::tenancy::{
     hash_token, is_valid_id, is_well_formed_token, Endpoint, DEFAULT_REQUESTS_PER_MINUTE,
 };
@@ -30,7 +43,7 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::AUTH_CACHE_MISSES_TOTAL;
+use crate::metrics::{AUTH_CACHE_MISSES_TOTAL, LOOKUPS_REFUSED_TOTAL};
 
 /// The notification channel written by the tenancy triggers (see migrations).
 const CHANNEL: &str = "ingest_tenancy";
@@ -106,6 +119,17 @@ pub enum AuthError {
     Unavailable(#[source] LookupError),
     #[error("tenancy look-up failed")]
     Lookup(#[source] sqlx::Error),
+    /// The client address made too many look-ups (cache misses); retry after this long.
+    #[error("too many token look-ups from this address")]
+    TooManyLookups { retry_after: Duration },
+}
+
+/// How many look-ups (cache misses) one client address may cause.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupQuota {
+    /// Sustained look-ups per second; 0 turns the limit off.
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,10 +179,62 @@ pub struct Directory {
     inner: Arc<Inner>,
 }
 
+/// Known entries and unknown ones, cached apart (see the module docs).
+struct Caches<K, T> {
+    known: Cache<K, Cached<Option<T>>>,
+    unknown: Cache<K, Cached<Option<T>>>,
+}
+
+impl<K, T> Caches<K, T>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    fn new(known: u64, unknown: u64, max_staleness: Duration) -> Self {
+        let cache = |capacity| {
+            Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(max_staleness)
+                .build()
+        };
+        Self {
+            known: cache(known),
+            unknown: cache(unknown),
+        }
+    }
+
+    async fn get(&self, key: &K) -> Option<Cached<Option<T>>> {
+        match self.known.get(key).await {
+            Some(entry) => Some(entry),
+            None => self.unknown.get(key).await,
+        }
+    }
+
+    async fn insert(&self, key: K, entry: Cached<Option<T>>) {
+        if entry.value.is_some() {
+            self.known.insert(key, entry).await
+        } else {
+            self.unknown.insert(key, entry).await
+        }
+    }
+
+    async fn invalidate(&self, key: &K) {
+        self.known.invalidate(key).await;
+        self.unknown.invalidate(key).await;
+    }
+
+    fn invalidate_all(&self) {
+        self.known.invalidate_all();
+        self.unknown.invalidate_all();
+    }
+}
+
 struct Inner {
     pool: PgPool,
-    tokens: Cache<[u8; 32], Cached<Option<TokenRecord>>>,
-    datasources: Cache<(String, String), Cached<Option<DatasourceRecord>>>,
+    tokens: Caches<[u8; 32], TokenRecord>,
+    datasources: Caches<(String, String), DatasourceRecord>,
+    /// Look-ups per client address; `None` when unlimited.
+    lookups: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Bumped whenever the listener connects or disconnects.
     generation: AtomicU64,
     listening: AtomicBool,
@@ -173,18 +249,24 @@ struct Inner {
 }
 
 impl Directory {
-    pub fn new(pool: PgPool, capacity: u64, max_staleness: Duration) -> Self {
+    /// `capacity` known and `unknown_capacity` unknown entries of each kind are cached.
+    pub fn new(
+        pool: PgPool,
+        capacity: u64,
+        unknown_capacity: u64,
+        max_staleness: Duration,
+        lookups: LookupQuota,
+    ) -> Self {
+        let lookups = NonZeroU32::new(lookups.per_second).map(|per_second| {
+            let burst = NonZeroU32::new(lookups.burst).unwrap_or(per_second);
+            DefaultKeyedRateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+        });
         Self {
             inner: Arc::new(Inner {
                 pool,
-                tokens: Cache::builder()
-                    .max_capacity(capacity)
-                    .time_to_live(max_staleness)
-                    .build(),
-                datasources: Cache::builder()
-                    .max_capacity(capacity)
-                    .time_to_live(max_staleness)
-                    .build(),
+                tokens: Caches::new(capacity, unknown_capacity, max_staleness),
+                datasources: Caches::new(capacity, unknown_capacity, max_staleness),
+                lookups,
                 generation: AtomicU64::new(0),
                 listening: AtomicBool::new(false),
                 invalidations: AtomicU64::new(0),
@@ -198,12 +280,14 @@ impl Directory {
         }
     }
 
-    /// Checks `authorization` (the header's value) for a write to `project`/`datasource`.
+    /// Checks `authorization` (the header's value) for a write to `project`/`datasource`;
+    /// `client` is the address whose look-ups are limited.
     pub async fn authorize(
         &self,
         authorization: Option<&str>,
         project: &str,
         datasource: &str,
+        client: Option<IpAddr>,
     ) -> Result<Authorized, AuthError> {
         let header =
             authorization.ok_or(AuthError::Unauthenticated("missing Authorization header"))?;
@@ -219,7 +303,7 @@ impl Directory {
             return Err(AuthError::Unauthenticated("malformed token"));
         }
         let record = self
-            .token(hash_token(token))
+            .token(hash_token(token), client)
             .await?
             .ok_or(AuthError::Unauthenticated("unknown token"))?;
         if record.revoked {
@@ -234,7 +318,7 @@ impl Directory {
             return Err(AuthError::NotFound);
         }
         let DatasourceRecord { limits, specs } = self
-            .datasource(project, datasource)
+            .datasource(project, datasource, client)
             .await?
             .ok_or(AuthError::NotFound)?;
         Ok(Authorized {
@@ -246,10 +330,14 @@ impl Directory {
         })
     }
 
-    async fn token(&self, hash: [u8; 32]) -> Result<Option<TokenRecord>, AuthError> {
+    async fn token(
+        &self,
+        hash: [u8; 32],
+        client: Option<IpAddr>,
+    ) -> Result<Option<TokenRecord>, AuthError> {
         let pool = self.inner.pool.clone();
         let marker = format!("token:{}", hex::encode(hash));
-        self.cached(&self.inner.tokens, hash, marker, "token", move |hash| async move {
+        self.cached(&self.inner.tokens, hash, marker, "token", client, move |hash| async move {
             let row: Option<(String, Option<String>, bool)> = sqlx::query_as(
                 "SELECT project, datasource, revoked_at IS NOT NULL FROM api_tokens WHERE secret_hash = $1",
             )
@@ -269,11 +357,12 @@ impl Directory {
         &self,
         project: &str,
         datasource: &str,
+        client: Option<IpAddr>,
     ) -> Result<Option<DatasourceRecord>, AuthError> {
         let pool = self.inner.pool.clone();
         let key = (project.to_owned(), datasource.to_owned());
         let marker = format!("datasource:{project}/{datasource}");
-        self.cached(&self.inner.datasources, key, marker, "datasource", move |(project, datasource)| async move {
+        self.cached(&self.inner.datasources, key, marker, "datasource", client, move |(project, datasource)| async move {
             let exists: Option<bool> = sqlx::query_scalar(
                 "SELECT true FROM datasources WHERE project = $1 AND id = $2",
             )
@@ -303,22 +392,23 @@ impl Directory {
         .await
     }
 
-    /// A cached value when it is trustworthy, else a fresh read; a stale value when the
-    /// database is unreachable; `Unavailable` when there is neither. `marker` is the
-    /// notification payload that announces a change to this key.
-    async fn cached<K, V, F, Fut>(
+    /// A cached value when it is trustworthy, else a fresh read (if `client` may make
+    /// one); a stale value when the database is unreachable; `Unavailable` when there is
+    /// neither. `marker` is the notification payload that announces a change to this key.
+    async fn cached<K, T, F, Fut>(
         &self,
-        cache: &Cache<K, Cached<V>>,
+        cache: &Caches<K, T>,
         key: K,
         marker: String,
         kind: &'static str,
+        client: Option<IpAddr>,
         load: F,
-    ) -> Result<V, AuthError>
+    ) -> Result<Option<T>, AuthError>
     where
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
+        T: Clone + Send + Sync + 'static,
         F: FnOnce(K) -> Fut,
-        Fut: std::future::Future<Output = Result<V, sqlx::Error>>,
+        Fut: std::future::Future<Output = Result<Option<T>, sqlx::Error>>,
     {
         // `listening` first: right after a reconnect, an entry of the old generation
         // must not pass as current.
@@ -331,6 +421,7 @@ impl Directory {
                 return Ok(entry.value.clone());
             }
         }
+        self.may_look_up(client)?;
         metrics::counter!(AUTH_CACHE_MISSES_TOTAL, "kind" => kind).increment(1);
         let started = self.inner.invalidations.load(Ordering::SeqCst);
         let timeout = if cached.is_some() {
@@ -373,6 +464,37 @@ impl Directory {
             },
             Err(LookupError::Database(err)) => Err(AuthError::Lookup(err)),
             Err(err) => Err(AuthError::Unavailable(err)),
+        }
+    }
+
+    /// Counts a look-up against `client`'s quota; `TooManyLookups` when it is spent.
+    fn may_look_up(&self, client: Option<IpAddr>) -> Result<(), AuthError> {
+        let (Some(limiter), Some(client)) = (&self.inner.lookups, client) else {
+            return Ok(());
+        };
+        limiter.check_key(&client).map_err(|not_until| {
+            metrics::counter!(LOOKUPS_REFUSED_TOTAL).increment(1);
+            AuthError::TooManyLookups {
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            }
+        })
+    }
+
+    /// Until `shutdown`, forgets every minute the look-up state of addresses that are back
+    /// to a full quota, so the limiter's memory follows the addresses seen recently.
+    pub async fn forget_quiet_clients(self, shutdown: CancellationToken) {
+        let Some(limiter) = &self.inner.lookups else {
+            return;
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    limiter.retain_recent();
+                    limiter.shrink_to_fit();
+                }
+            }
         }
     }
 

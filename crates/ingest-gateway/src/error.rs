@@ -21,6 +21,15 @@ pub enum ApiError {
     NotFound,
     #[error("{0}")]
     BadRequest(String),
+    /// No route has this path (router level).
+    #[error("no such endpoint")]
+    NoSuchEndpoint,
+    /// The path exists, not with this method (router level).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body did not arrive within `INGEST_BODY_TIMEOUT_MS`.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
     #[error("event type not declared for this datasource")]
     EventTypeNotDeclared,
     #[error("body is larger than {limit} bytes")]
@@ -30,6 +39,9 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     #[error("cannot check the token right now; retry shortly")]
     AuthUnavailable(#[source] crate::directory::LookupError),
+    /// The in-flight body budget cannot take this body now (see `budget`).
+    #[error("the gateway is receiving too much data right now; retry shortly")]
+    Overloaded,
     #[error("the message broker could not take the batch in time")]
     Unavailable {
         retry_after: Duration,
@@ -48,11 +60,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound | ApiError::EventTypeNotDeclared => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::EventTypeNotDeclared | ApiError::NoSuchEndpoint => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::AuthUnavailable(_) | ApiError::Unavailable { .. } => {
+            ApiError::AuthUnavailable(_) | ApiError::Unavailable { .. } | ApiError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -64,7 +80,7 @@ impl IntoResponse for ApiError {
         }
         let retry_after = match &self {
             ApiError::Unavailable { retry_after, .. } => Some(retry_after.as_secs().max(1)),
-            ApiError::AuthUnavailable(_) => Some(1),
+            ApiError::AuthUnavailable(_) | ApiError::Overloaded => Some(1),
             ApiError::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         };
@@ -82,6 +98,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let ApiError::BodyTimeout(_) = &self {
+            // The rest of the body may still be on its way: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -109,6 +131,9 @@ impl ApiError {
             AuthError::Lookup(source) => ApiError::Internal {
                 request_id,
                 source: source.into(),
+            },
+            AuthError::TooManyLookups { retry_after } => ApiError::RateLimited {
+                retry_after: retry_after.as_secs_f64().ceil().max(1.0) as u64,
             },
         }
     }

@@ -2,41 +2,33 @@
 //! and publishing to [`crate::publish`], and maps failures through [`ApiError`].
 
 use std::future::Future;
-use std::io::Read;
+use std::net::IpAddr;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{SubsecRound, Utc};
-use flate2::read::MultiGzDecoder;
 use ingest_types::answer::ItemKind;
 use ingest_types::tenancy::Endpoint;
 use ingest_types::validate::{self, ValidItem};
 use ingest_types::{BatchAnswer, Envelope, ItemOutcome, Operation, ENVELOPE_VERSION};
-use serde::de::IgnoredAny;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use utoipa::IntoParams;
 
+use crate::body;
 use crate::directory::Authorized;
 use crate::error::ApiError;
-use crate::metrics::{
-    ITEMS_TOTAL, PRODUCER_QUEUE_MESSAGES, PUBLISH_DURATION_SECONDS, RATE_LIMITED_TOTAL,
-};
+use crate::extract::{ApiPath, ClientAddr};
+use crate::metrics::{ITEMS_TOTAL, PUBLISH_DURATION_SECONDS, RATE_LIMITED_TOTAL};
 use crate::views::{
     AttributeSpecView, AttributeSpecs, BatchAnswers, ContactItem, EventItem, EventParameterSpecs,
-    EventSpecs, EventTypeView, GuardedErrors, Health, Message, ParameterSpecView, StreamInfo,
+    EventSpecs, EventTypeView, GuardedErrors, Message, ParameterSpecView, StreamInfo,
 };
 use crate::AppState;
 
-/// Most items one batch may hold.
-pub const MAX_ITEMS: usize = 100;
-/// Largest request body, after decompression.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -56,15 +48,21 @@ pub struct StreamPath {
     ))]
 pub async fn post_contacts(
     State(state): State<AppState>,
-    Path(path): Path<StreamPath>,
+    ApiPath(path): ApiPath<StreamPath>,
+    ClientAddr(client): ClientAddr,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let sync = wants_sync(query.as_deref());
-    guarded(&state, &path, &headers, Endpoint::Contacts, |auth| {
-        write_batch(&state, auth, &headers, body, ItemKind::Contact, sync)
-    })
+    guarded(
+        &state,
+        &path,
+        &headers,
+        client,
+        Endpoint::Contacts,
+        |auth| write_batch(&state, auth, &headers, body, ItemKind::Contact, sync),
+    )
     .await
 }
 
@@ -77,68 +75,28 @@ pub async fn post_contacts(
     ))]
 pub async fn post_events(
     State(state): State<AppState>,
-    Path(path): Path<StreamPath>,
+    ApiPath(path): ApiPath<StreamPath>,
+    ClientAddr(client): ClientAddr,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let sync = wants_sync(query.as_deref());
-    guarded(&state, &path, &headers, Endpoint::Events, |auth| {
+    guarded(&state, &path, &headers, client, Endpoint::Events, |auth| {
         write_batch(&state, auth, &headers, body, ItemKind::Event, sync)
     })
     .await
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
-    responses((status = 200, description = "The process serves", body = Health)))]
-pub async fn healthz() -> impl IntoResponse {
-    Json(Health {
-        status: "ok".into(),
-        message: None,
-    })
-}
-
-#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
-    responses(
-        (status = 200, description = "The broker is reachable", body = Health),
-        (status = 503, description = "The broker is not reachable", body = Health),
-    ))]
-pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.publisher.broker_reachable().await {
-        Json(Health {
-            status: "ready".into(),
-            message: None,
-        })
-        .into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: "unavailable".into(),
-                message: Some("kafka is not reachable".into()),
-            }),
-        )
-            .into_response()
-    }
-}
-
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    metrics::gauge!(PRODUCER_QUEUE_MESSAGES).set(f64::from(state.publisher.queue_depth()));
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        state.metrics.render(),
-    )
-}
-
 /// Authenticates, counts the request against the datasource's limit for `endpoint`,
 /// runs `handler` when allowed, and puts the `X-RateLimit-*` headers on the answer.
+/// Everything here is decided from the request head: a request answered 401, 404 or 429
+/// never has its body read.
 async fn guarded<F, Fut>(
     state: &AppState,
     path: &StreamPath,
     headers: &HeaderMap,
+    client: Option<IpAddr>,
     endpoint: Endpoint,
     handler: F,
 ) -> Response
@@ -151,7 +109,7 @@ where
         .and_then(|v| v.to_str().ok());
     let auth = match state
         .directory
-        .authorize(authorization, &path.project, &path.datasource)
+        .authorize(authorization, &path.project, &path.datasource, client)
         .await
     {
         Ok(auth) => auth,
@@ -185,20 +143,21 @@ async fn write_batch(
     state: &AppState,
     auth: Authorized,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
     kind: ItemKind,
     sync: bool,
 ) -> Result<Response, ApiError> {
     // To the microsecond: what `timestamptz` stores, so the envelope says what the row will.
     let received_at = Utc::now().trunc_subsecs(6);
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
-            limit: MAX_BODY_BYTES,
-        },
-        _ => ApiError::BadRequest(rejection.body_text()),
-    })?;
-    let body = decode_body(headers, body)?;
-    let items = parse_batch(&body)?;
+    let body = body::receive(
+        &state.budget,
+        state.config.body_timeout,
+        &auth,
+        headers,
+        body,
+    )
+    .await?;
+    let items = body::parse_batch(&body.bytes)?;
     let request_id = request_id(headers);
 
     let mut outcomes = Vec::with_capacity(items.len());
@@ -310,13 +269,15 @@ pub struct EventTypePath {
     ))]
 pub async fn get_attribute_specs(
     State(state): State<AppState>,
-    Path(path): Path<StreamPath>,
+    ApiPath(path): ApiPath<StreamPath>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
 ) -> Response {
     guarded(
         &state,
         &path,
         &headers,
+        client,
         Endpoint::Specs,
         |auth| async move {
             let reserved = validate::contacts::RESERVED_ATTRIBUTES.iter().map(
@@ -355,13 +316,15 @@ pub async fn get_attribute_specs(
     ))]
 pub async fn get_event_specs(
     State(state): State<AppState>,
-    Path(path): Path<StreamPath>,
+    ApiPath(path): ApiPath<StreamPath>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
 ) -> Response {
     guarded(
         &state,
         &path,
         &headers,
+        client,
         Endpoint::Specs,
         |auth| async move {
             let mut event_types: Vec<EventTypeView> = auth
@@ -393,11 +356,12 @@ pub async fn get_event_specs(
     ))]
 pub async fn get_event_parameter_specs(
     State(state): State<AppState>,
-    Path(EventTypePath {
+    ApiPath(EventTypePath {
         project,
         datasource,
         event_type,
-    }): Path<EventTypePath>,
+    }): ApiPath<EventTypePath>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
 ) -> Response {
     let path = StreamPath {
@@ -408,6 +372,7 @@ pub async fn get_event_parameter_specs(
         &state,
         &path,
         &headers,
+        client,
         Endpoint::Specs,
         |auth| async move {
             let spec = auth
@@ -446,13 +411,15 @@ pub async fn get_event_parameter_specs(
     ))]
 pub async fn get_stream(
     State(state): State<AppState>,
-    Path(path): Path<StreamPath>,
+    ApiPath(path): ApiPath<StreamPath>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
 ) -> Response {
     guarded(
         &state,
         &path,
         &headers,
+        client,
         Endpoint::Stream,
         |auth| async move {
             let rate_limits = Endpoint::ALL
@@ -495,11 +462,12 @@ pub struct ContactPath {
     ))]
 pub async fn delete_contact(
     State(state): State<AppState>,
-    Path(ContactPath {
+    ApiPath(ContactPath {
         project,
         datasource,
         user_id,
-    }): Path<ContactPath>,
+    }): ApiPath<ContactPath>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
 ) -> Response {
     let path = StreamPath {
@@ -510,6 +478,7 @@ pub async fn delete_contact(
         &state,
         &path,
         &headers,
+        client,
         Endpoint::ContactsDelete,
         |auth| async {
             let echo = validate::Echo {
@@ -542,60 +511,11 @@ pub async fn delete_contact(
     .await
 }
 
-/// The request body, decompressed when `Content-Encoding: gzip`. Decompression stops
-/// one byte past [`MAX_BODY_BYTES`], so a small bomb costs at most that much memory.
-fn decode_body(headers: &HeaderMap, body: Bytes) -> Result<Bytes, ApiError> {
-    let encoding = headers
-        .get(axum::http::header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
-    match encoding.as_deref() {
-        None | Some("") | Some("identity") => Ok(body),
-        Some("gzip") | Some("x-gzip") => {
-            let mut decoded = Vec::new();
-            MultiGzDecoder::new(&body[..])
-                .take(MAX_BODY_BYTES as u64 + 1)
-                .read_to_end(&mut decoded)
-                .map_err(|e| ApiError::BadRequest(format!("Body is not valid gzip: {e}")))?;
-            if decoded.len() > MAX_BODY_BYTES {
-                return Err(ApiError::PayloadTooLarge {
-                    limit: MAX_BODY_BYTES,
-                });
-            }
-            Ok(Bytes::from(decoded))
-        }
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "Unsupported Content-Encoding {other:?}: send gzip or no encoding"
-        ))),
-    }
-}
-
 fn kind_label(kind: ItemKind) -> &'static str {
     match kind {
         ItemKind::Contact => "contact",
         ItemKind::Event => "event",
     }
-}
-
-/// The batch's items, borrowed as raw JSON (each is parsed once, when validated, and
-/// its size is the size it was sent with).
-fn parse_batch(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
-    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
-        if serde_json::from_slice::<IgnoredAny>(body).is_ok() {
-            ApiError::BadRequest("Body should be an array".into())
-        } else {
-            ApiError::BadRequest(format!("Body should be a JSON array: {e}"))
-        }
-    })?;
-    if items.is_empty() {
-        return Err(ApiError::BadRequest("Body should not be empty".into()));
-    }
-    if items.len() > MAX_ITEMS {
-        return Err(ApiError::BadRequest(format!(
-            "Body should have at most {MAX_ITEMS} items, got {}",
-            items.len()
-        )));
-    }
-    Ok(items)
 }
 
 /// The request id set (or propagated) by the request-id middleware.
@@ -625,19 +545,5 @@ mod tests {
         assert!(!wants_sync(Some("_sync=0")));
         assert!(!wants_sync(Some("sync")));
         assert!(!wants_sync(None));
-    }
-
-    #[test]
-    fn batch_shape_errors_say_which() {
-        let msg = |body: &str| match parse_batch(body.as_bytes()) {
-            Err(ApiError::BadRequest(m)) => m,
-            other => panic!("expected 400, got {other:?}"),
-        };
-        assert!(msg("{nope").starts_with("Body should be a JSON array"));
-        assert_eq!(msg(r#"{"a":1}"#), "Body should be an array");
-        assert_eq!(msg("[]"), "Body should not be empty");
-        let big = format!("[{}]", vec!["{}"; 101].join(","));
-        assert!(msg(&big).contains("at most 100"));
-        assert_eq!(parse_batch(b"[1, {}]").unwrap().len(), 2);
     }
 }

@@ -2,20 +2,29 @@
 //! items to Kafka and answers with per-item outcomes.
 //!
 //! - [`config`]: environment configuration.
-//! - [`handlers`]: the HTTP handlers; [`error`]: the one place errors become statuses.
+//! - [`server`]: the public listener (connection cap, head timeout); [`admin`]: the admin
+//!   listener (metrics, health).
+//! - [`handlers`]: the HTTP handlers; [`body`]: receiving a batch body (budget, timeout,
+//!   gzip); [`extract`]: extractors; [`error`]: the one place errors become statuses.
 //! - [`directory`]: tokens and datasources (authentication, scopes, limits), cached.
 //! - [`ratelimit`]: requests-per-minute limits shared by every instance.
+//! - [`budget`]: request-body bytes in memory at once.
 //! - [`publish`]: the Kafka producer and its acknowledgement rules.
 //! - [`metrics`]: every exported metric name.
 
+pub mod admin;
+pub mod body;
+pub mod budget;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod extract;
 pub mod handlers;
 pub mod metrics;
 pub mod openapi;
 pub mod publish;
 pub mod ratelimit;
+pub mod server;
 pub mod sync;
 pub mod views;
 
@@ -24,7 +33,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -38,8 +47,9 @@ use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::budget::BodyBudget;
 use crate::config::Config;
-use crate::directory::Directory;
+use crate::directory::{Directory, LookupQuota};
 use crate::error::ApiError;
 use crate::publish::Publisher;
 use crate::ratelimit::RateLimiter;
@@ -55,6 +65,7 @@ pub struct AppState {
     pub directory: Directory,
     pub limiter: RateLimiter,
     pub sync: SyncWaiters,
+    pub budget: BodyBudget,
     pub metrics: PrometheusHandle,
 }
 
@@ -74,10 +85,13 @@ pub enum StartupError {
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
 }
 
-/// A gateway bound to its port, ready to serve.
+/// A gateway bound to its ports, ready to serve.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    limits: server::ConnectionLimits,
+    admin_listener: TcpListener,
+    admin_router: Router,
     publisher: Publisher,
     /// Stops the background tasks (tenancy listener, rate-limit clean-up).
     background: CancellationToken,
@@ -89,12 +103,17 @@ impl Application {
         let metrics = ingest_types::runtime::install_metrics_recorder()?;
         crate::metrics::describe();
         let publisher = Publisher::new(&config)?;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.listen_addr,
-                source,
-            })?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartupError::Bind { addr, source })
+        };
+        let listener = bind(config.listen_addr).await?;
+        let admin_listener = bind(config.admin_addr).await?;
+        let limits = server::ConnectionLimits {
+            header_timeout: config.header_timeout,
+            max_connections: server::connections_that_fit(config.max_connections, 512),
+        };
         // Lazy: the gateway starts while PostgreSQL is down and serves known tokens
         // from its cache (see `directory`).
         let pool = PgPoolOptions::new()
@@ -104,16 +123,26 @@ impl Application {
         let directory = Directory::new(
             pool.clone(),
             config.auth_cache_capacity,
+            config.unknown_token_cache_capacity,
             config.auth_max_staleness,
+            LookupQuota {
+                per_second: config.lookups_per_addr_per_sec,
+                burst: config.lookups_per_addr_burst,
+            },
         );
         let limiter = RateLimiter::new(pool.clone());
         let sync = SyncWaiters::default();
         let background = CancellationToken::new();
         tokio::spawn(directory.clone().listen_for_changes(background.clone()));
         tokio::spawn(directory.clone().ping_listener(background.clone()));
+        tokio::spawn(directory.clone().forget_quiet_clients(background.clone()));
         tokio::spawn(limiter.clone().clean_up_periodically(background.clone()));
         tokio::spawn(sync.clone().listen(pool, background.clone()));
         let state = AppState {
+            budget: BodyBudget::new(
+                config.body_budget_bytes,
+                config.datasource_body_budget_bytes,
+            ),
             config: Arc::new(config),
             publisher: publisher.clone(),
             directory,
@@ -123,22 +152,42 @@ impl Application {
         };
         Ok(Self {
             listener,
-            router: router(state),
+            router: router(state.clone()),
+            limits,
+            admin_listener,
+            admin_router: admin::router(state),
             publisher,
             background,
         })
     }
 
+    /// The public API's port.
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
+    /// The admin listener's port (metrics, health).
+    pub fn admin_port(&self) -> u16 {
+        self.admin_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+
     /// Serves until `shutdown` is cancelled, drains in-flight requests, then flushes the producer.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        tracing::info!(port = self.port(), "gateway listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await?;
+        tracing::info!(
+            port = self.port(),
+            admin_port = self.admin_port(),
+            max_connections = self.limits.max_connections,
+            "gateway listening"
+        );
+        let admin_shutdown = shutdown.clone();
+        let admin = axum::serve(self.admin_listener, self.admin_router)
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
+        let api = server::serve(self.listener, self.router, self.limits, shutdown);
+        let (admin, ()) = tokio::join!(admin, api);
+        admin?;
         self.background.cancel();
         if let Err(err) = self.publisher.flush(Duration::from_secs(10)) {
             tracing::error!(error = %err, "producer flush on shutdown failed");
@@ -175,14 +224,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{base}/stream/events"),
             post(handlers::post_events),
-        )
-        .layer(DefaultBodyLimit::max(handlers::MAX_BODY_BYTES));
+        );
     Router::new()
         .merge(api)
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi))
+        // Router-level answers are JSON like every other (axum keeps the `Allow` header).
+        .fallback(|| async { ApiError::NoSuchEndpoint })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(catch_panics))
         .layer(middleware::from_fn(track_http))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))

@@ -16,6 +16,16 @@ pub const RATE_LIMIT_DB_ERRORS_TOTAL: &str = "ingest_gateway_rate_limit_db_error
 /// Requests refused with 429, by `endpoint`.
 pub const RATE_LIMITED_TOTAL: &str = "ingest_gateway_rate_limited_total";
 
+/// Client connections open on the public listener.
+pub const CONNECTIONS_OPEN: &str = "ingest_gateway_connections_open";
+/// Connections closed on accept because `INGEST_MAX_CONNECTIONS` were open.
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "ingest_gateway_connections_refused_total";
+/// Requests answered 503 because the in-flight body budget could not take their body.
+pub const BODY_BUDGET_REFUSED_TOTAL: &str = "ingest_gateway_body_budget_refused_total";
+/// Requests answered 429 because their client address made too many token or datasource
+/// look-ups.
+pub const LOOKUPS_REFUSED_TOTAL: &str = "ingest_gateway_lookups_refused_total";
+
 /// Registers the HELP text of every metric above (Prometheus' `# HELP` lines), once the
 /// recorder is installed.
 pub fn describe() {
@@ -43,6 +53,22 @@ pub fn describe() {
     describe_counter!(
         RATE_LIMIT_DB_ERRORS_TOTAL,
         "Rate-limit quota leases that failed because PostgreSQL was unreachable."
+    );
+    describe_gauge!(
+        CONNECTIONS_OPEN,
+        "Client connections open on the public listener."
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED_TOTAL,
+        "Connections closed on accept because INGEST_MAX_CONNECTIONS were open."
+    );
+    describe_counter!(
+        BODY_BUDGET_REFUSED_TOTAL,
+        "Requests answered 503 because the in-flight body budget could not take their body."
+    );
+    describe_counter!(
+        LOOKUPS_REFUSED_TOTAL,
+        "Requests answered 429 because their client address made too many token or datasource look-ups."
     );
     describe_counter!(
         RATE_LIMITED_TOTAL,

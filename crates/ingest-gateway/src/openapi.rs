@@ -29,8 +29,6 @@ use crate::views::{
         handlers::get_attribute_specs,
         handlers::get_event_specs,
         handlers::get_event_parameter_specs,
-        handlers::healthz,
-        handlers::readyz,
     ),
     components(schemas(
         BatchAnswer, BatchEntity, ItemOutcome, ItemStatus, DataType, Message, StreamInfo,

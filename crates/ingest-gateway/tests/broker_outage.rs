@@ -52,7 +52,7 @@ async fn a_stopped_broker_gives_fast_503s_and_a_restarted_one_202s_again() {
             "{body}"
         );
     }
-    let metrics = metrics_text(&gateway.base_url).await;
+    let metrics = metrics_text(&gateway.admin_url).await;
     assert!(
         metrics.contains("outcome=\"unavailable\""),
         "failed items are counted as unavailable, not accepted"

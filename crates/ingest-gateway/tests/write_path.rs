@@ -211,17 +211,28 @@ async fn operations_endpoints_answer() {
     let tenant = Tenant::create(&migrated_pool().await).await;
     let client = reqwest::Client::new();
     let health = client
-        .get(format!("{}/healthz", gateway.base_url))
+        .get(format!("{}/healthz", gateway.admin_url))
         .send()
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
     let ready = client
-        .get(format!("{}/readyz", gateway.base_url))
+        .get(format!("{}/readyz", gateway.admin_url))
         .send()
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    // The public port serves the API alone.
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let response = client
+            .get(format!("{}{path}", gateway.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body, json!({"message": "no such endpoint"}), "{path}");
+    }
     // One accepted item, then the counter shows up in the exposition.
     let response = client
         .post(gateway.stream_url(&tenant.project, &tenant.datasource, "contacts"))
@@ -231,7 +242,7 @@ async fn operations_endpoints_answer() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let metrics = metrics_text(&gateway.base_url).await;
+    let metrics = metrics_text(&gateway.admin_url).await;
     assert!(
         metrics.contains("ingest_gateway_items_total{kind=\"contact\",outcome=\"accepted\"}"),
         "{metrics}"
@@ -311,8 +322,8 @@ async fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
     let topics = TestTopics::create(1).await;
     let gateway = TestGateway::spawn(&topics, &[]).await;
     let client = reqwest::Client::new();
-    let health = format!("{}/healthz", gateway.base_url);
-    let sent = |id: String| client.get(&health).header("x-request-id", id).send();
+    let openapi = format!("{}/openapi.json", gateway.base_url);
+    let sent = |id: String| client.get(&openapi).header("x-request-id", id).send();
     let response = sent("client-req.42:a_b".into()).await.unwrap();
     assert_eq!(response.headers()["x-request-id"], "client-req.42:a_b");
     for insane in ["has space".to_owned(), "x".repeat(129)] {

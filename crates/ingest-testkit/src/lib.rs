@@ -320,6 +320,8 @@ pub async fn wait_for_fresh_window(needed: Duration) {
 /// A real gateway serving on a free port.
 pub struct TestGateway {
     pub base_url: String,
+    /// Its admin listener: `/metrics`, `/healthz`, `/readyz`.
+    pub admin_url: String,
     shutdown: CancellationToken,
     handle: JoinHandle<std::io::Result<()>>,
 }
@@ -340,10 +342,12 @@ impl TestGateway {
             .await
             .expect("gateway starts");
         let base_url = format!("http://127.0.0.1:{}", app.port());
+        let admin_url = format!("http://127.0.0.1:{}", app.admin_port());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         Self {
             base_url,
+            admin_url,
             shutdown,
             handle,
         }
@@ -368,6 +372,7 @@ impl TestGateway {
 fn gateway_env(topics: &TestTopics) -> Vec<(String, String)> {
     vec![
         ("INGEST_GATEWAY_ADDR".into(), "127.0.0.1:0".into()),
+        ("INGEST_ADMIN_ADDR".into(), "127.0.0.1:0".into()),
         ("KAFKA_BROKERS".into(), kafka_brokers()),
         ("DATABASE_URL".into(), database_url()),
         ("INGEST_TOPIC_PREFIX".into(), topics.prefix.clone()),
@@ -388,24 +393,28 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts a binary of this workspace with `env` and `extra`, listening on a free port
-/// given in `addr_var`, and waits until its `/healthz` answers. Returns its base URL.
-async fn spawn_binary(
+/// Starts a binary of this workspace with `env` and `extra`, listening on a free port for
+/// each variable of `addr_vars`, and waits until `/healthz` answers on the last one (its
+/// operations listener). Returns the base URL of each, in order.
+async fn spawn_binary<const N: usize>(
     binary: &str,
     env: Vec<(String, String)>,
-    addr_var: &str,
+    addr_vars: [&str; N],
     extra: &[(&str, &str)],
-) -> (String, std::process::Child) {
-    let port = free_port();
+) -> ([String; N], std::process::Child) {
     let mut command = std::process::Command::new(binary);
-    command.envs(env).env(addr_var, format!("127.0.0.1:{port}"));
+    command.envs(env);
+    let urls = addr_vars.map(|var| {
+        let port = free_port();
+        command.env(var, format!("127.0.0.1:{port}"));
+        format!("http://127.0.0.1:{port}")
+    });
     command.envs(extra.iter().copied());
     let child = command
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {binary}: {e}"));
-    let base_url = format!("http://127.0.0.1:{port}");
-    let health = format!("{base_url}/healthz");
+    let health = format!("{}/healthz", urls[N - 1]);
     wait_for(
         &format!("{binary} to serve"),
         Duration::from_secs(30),
@@ -418,22 +427,33 @@ async fn spawn_binary(
         },
     )
     .await;
-    (base_url, child)
+    (urls, child)
 }
 
 /// A gateway running as its own operating-system process (the real binary), for
 /// tests about several instances sharing state through the database.
 pub struct GatewayProcess {
     pub base_url: String,
+    /// Its admin listener: `/metrics`, `/healthz`, `/readyz`.
+    pub admin_url: String,
     child: std::process::Child,
 }
 
 impl GatewayProcess {
     /// Starts `binary` (the crate's `CARGO_BIN_EXE_ingest-gateway`) and waits until it serves.
     pub async fn spawn(binary: &str, topics: &TestTopics, extra: &[(&str, &str)]) -> Self {
-        let (base_url, child) =
-            spawn_binary(binary, gateway_env(topics), "INGEST_GATEWAY_ADDR", extra).await;
-        Self { base_url, child }
+        let ([base_url, admin_url], child) = spawn_binary(
+            binary,
+            gateway_env(topics),
+            ["INGEST_GATEWAY_ADDR", "INGEST_ADMIN_ADDR"],
+            extra,
+        )
+        .await;
+        Self {
+            base_url,
+            admin_url,
+            child,
+        }
     }
 }
 
@@ -550,8 +570,8 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `binary` (the crate's `CARGO_BIN_EXE_ingest-worker`) and waits until it serves.
     pub async fn spawn(binary: &str, topics: &TestTopics, extra: &[(&str, &str)]) -> Self {
-        let (ops_url, child) =
-            spawn_binary(binary, worker_env(topics), "INGEST_WORKER_ADDR", extra).await;
+        let ([ops_url], child) =
+            spawn_binary(binary, worker_env(topics), ["INGEST_WORKER_ADDR"], extra).await;
         Self { ops_url, child }
     }
 

@@ -768,7 +768,7 @@ async fn a_real_prometheus_scrapes_gateway_and_worker_and_the_dashboard_queries_
         },
     )
     .await;
-    let gateway_text = metrics_text(&gateway.base_url).await;
+    let gateway_text = metrics_text(&gateway.admin_url).await;
 
     // Both expositions pass promtool's parser and linter (HELP text, naming, types).
     for (name, exposition) in [("gateway", &gateway_text), ("worker", &worker_text)] {
@@ -803,7 +803,7 @@ async fn a_real_prometheus_scrapes_gateway_and_worker_and_the_dashboard_queries_
     }
 
     // A real Prometheus scrapes both and answers about them, with the alert rules loaded.
-    let prometheus = PrometheusServer::start(&gateway.base_url, &worker.ops_url).await;
+    let prometheus = PrometheusServer::start(&gateway.admin_url, &worker.ops_url).await;
     for job in ["ingest-gateway", "ingest-worker"] {
         prometheus
             .wait_non_empty(&format!("up{{job=\"{job}\"}} == 1"))
