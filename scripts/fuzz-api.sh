@@ -121,7 +121,7 @@ say "fuzz: schemathesis $SCHEMATHESIS_VERSION, $MAX_EXAMPLES examples per operat
 report="$log_dir/$run_id-junit.xml"
 started=$SECONDS
 set +e
-FUZZ_TOKEN="$token" FUZZ_PROJECT="$run_id" FUZZ_DATASOURCE="$run_id" \
+PYTHONDONTWRITEBYTECODE=1 FUZZ_TOKEN="$token" FUZZ_PROJECT="$run_id" FUZZ_DATASOURCE="$run_id" \
   FUZZ_SPECS_DATASOURCE="$specs_datasource" \
   "$venv/bin/st" --config-file scripts/schemathesis.toml run "$base_url/openapi.json" \
   --checks all --max-examples "$MAX_EXAMPLES" --seed "$SEED" --workers 1 \
