@@ -122,7 +122,8 @@ fn string(min: Option<usize>, max: Option<usize>, pattern: &str) -> ObjectBuilde
         .pattern(Some(pattern))
 }
 
-fn nullable(builder: ObjectBuilder, types: &[Type]) -> ObjectBuilder {
+/// `builder` with several types (e.g. `["string", "null"]`).
+fn with_types(builder: ObjectBuilder, types: &[Type]) -> ObjectBuilder {
     builder.schema_type(SchemaType::Array(types.to_vec()))
 }
 
@@ -210,7 +211,7 @@ impl PartialSchema for ContactItem {
     fn schema() -> RefOr<Schema> {
         use ingest_types::validate::{MAX_EMAIL_CHARS, MAX_NAME_CHARS};
         let name = |which: &str| {
-            nullable(
+            with_types(
                 string(None, Some(MAX_NAME_CHARS), NO_NUL),
                 &[Type::String, Type::Null],
             )
@@ -231,7 +232,7 @@ impl PartialSchema for ContactItem {
             .property("_user_id", reference("UserId"))
             .property(
                 "_email",
-                nullable(
+                with_types(
                     ObjectBuilder::new()
                         .format(Some(SchemaFormat::KnownFormat(KnownFormat::IdnEmail)))
                         .max_length(Some(MAX_EMAIL_CHARS)),
@@ -247,7 +248,7 @@ impl PartialSchema for ContactItem {
             )
             .property(
                 "_phone_mobile",
-                nullable(
+                with_types(
                     ObjectBuilder::new().pattern(Some(E164)),
                     &[Type::String, Type::Null],
                 )
@@ -306,7 +307,7 @@ impl PartialSchema for EventItem {
             )
             .property(
                 "_event_date",
-                nullable(
+                with_types(
                     ObjectBuilder::new()
                         .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
                     &[Type::String, Type::Null],
@@ -321,7 +322,7 @@ impl PartialSchema for EventItem {
             )
             .property(
                 "_event_parameters",
-                nullable(
+                with_types(
                     ObjectBuilder::new()
                         .property_names(Some(string(None, None, NAME)))
                         .additional_properties(Some(reference("AttributeValue"))),
