@@ -26,10 +26,12 @@ ensure_build_tools() {
   fi
 }
 
-# venv_tool EXE PIP_SPEC: makes sure $STACK_DIR/venv/bin/EXE exists, pip-installing
-# PIP_SPEC into that venv (created on first use) when it does not.
+# venv_tool EXE PIP_SPEC [VENV]: makes sure VENV/bin/EXE exists (VENV defaults to
+# $STACK_DIR/venv), pip-installing PIP_SPEC into that venv (created on first use) when
+# it does not. A tool with many dependencies of its own gets its own VENV, so that its
+# pins and the other tools' never displace each other.
 venv_tool() {
-  local exe="$1" spec="$2" venv="$STACK_DIR/venv"
+  local exe="$1" spec="$2" venv="${3:-$STACK_DIR/venv}"
   [ -x "$venv/bin/$exe" ] && return 0
   if [ ! -x "$venv/bin/pip" ]; then
     mkdir -p "$STACK_DIR"

@@ -4,6 +4,7 @@
 # PostgreSQL cluster (Debian packages), both on 127.0.0.1 only.
 #
 # Usage: scripts/stack.sh up [kafka|postgres]|down [kafka|postgres] [--purge]|status|env
+#        scripts/stack.sh topics [--delete]
 #
 #   up      install missing tools, start both servers (or just the one named) if
 #           not running, ensure the Kafka topics and the `ingest` database exist.
@@ -12,6 +13,8 @@
 #           --purge also deletes the data dir. Idempotent.
 #   status  running/reachable per server; exit 0 if both are up, 3 otherwise.
 #   env     print `export ...` lines: eval "$(scripts/stack.sh env)"
+#   topics  with Kafka up, create the three topics of INGEST_TOPIC_PREFIX if missing
+#           (e.g. a private set for one test run); --delete deletes them instead.
 #
 # Environment (all optional):
 #   INGEST_STACK_DIR              data dir           (default <repo>/.stack)
@@ -21,6 +24,8 @@
 #   INGEST_PG_PORT                PostgreSQL port    (default 55432)
 #   INGEST_TOPIC_PARTITIONS       partitions of ingest.contacts/events (default 8)
 #   INGEST_DLQ_PARTITIONS         partitions of ingest.dlq (default 4)
+#   INGEST_TOPIC_PREFIX           topics <prefix>.contacts/.events/.dlq (default ingest,
+#                                 as for the gateway and the worker)
 #   KAFKA_HEAP                    heap flags         (default "-Xms512m -Xmx512m")
 #
 # Progress goes to stderr; stdout is reserved for `env`.
@@ -41,6 +46,7 @@ KAFKA_CONTROLLER_PORT="${INGEST_KAFKA_CONTROLLER_PORT:-19093}"
 PG_PORT="${INGEST_PG_PORT:-55432}"
 TOPIC_PARTITIONS="${INGEST_TOPIC_PARTITIONS:-8}"
 DLQ_PARTITIONS="${INGEST_DLQ_PARTITIONS:-4}"
+TOPIC_PREFIX="${INGEST_TOPIC_PREFIX:-ingest}"
 KAFKA_HEAP="${KAFKA_HEAP:--Xms512m -Xmx512m}"
 
 KAFKA_DEPLOY_DIR="$REPO_ROOT/deploy/kafka"
@@ -59,9 +65,9 @@ KAFKA_STOP_TIMEOUT=30                       # seconds before SIGKILL
 
 # topic:partitions
 KAFKA_TOPICS=(
-  "ingest.contacts:$TOPIC_PARTITIONS"
-  "ingest.events:$TOPIC_PARTITIONS"
-  "ingest.dlq:$DLQ_PARTITIONS"
+  "$TOPIC_PREFIX.contacts:$TOPIC_PARTITIONS"
+  "$TOPIC_PREFIX.events:$TOPIC_PARTITIONS"
+  "$TOPIC_PREFIX.dlq:$DLQ_PARTITIONS"
 )
 
 PG_DATA="$DATA_DIR/postgres"
@@ -549,6 +555,27 @@ cmd_status() {
   [ "$ok" -eq 0 ] || return 3
 }
 
+cmd_topics() {
+  ensure_dirs
+  port_open "$KAFKA_PORT" || die "kafka: nothing listens on $KAFKA_BOOTSTRAP (run '$0 up' first)"
+  java_ensure
+  kafka_libs_ensure
+  case "${1:-}" in
+    "") kafka_topics_ensure ;;
+    --delete)
+      local regex="" t name
+      for t in "${KAFKA_TOPICS[@]}"; do
+        name="${t%%:*}"
+        regex+="${regex:+|}${name//./\\.}"
+      done
+      say "kafka: deleting topics ${KAFKA_TOPICS[*]%%:*}"
+      kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
+        --delete --if-exists --topic "^($regex)\$" >&2
+      ;;
+    *) die "usage: $0 topics [--delete]" ;;
+  esac
+}
+
 cmd_env() {
   printf 'export KAFKA_BROKERS=%s\n' "$KAFKA_BOOTSTRAP"
   printf 'export DATABASE_URL=postgres://%s@127.0.0.1:%s/%s\n' "$PG_USER" "$PG_PORT" "$PG_DB"
@@ -567,6 +594,7 @@ main() {
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;
     env) cmd_env "$@" ;;
+    topics) cmd_topics "$@" ;;
     -h | --help | help) usage ;;
     *) usage ;;
   esac

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite against the real stack: starts Kafka and PostgreSQL (installing
 # what is missing), applies migrations, checks formatting and lints, runs every unit and
-# integration test. Stops the stack again afterwards if it was not running before.
+# integration test, validates the OpenAPI document and fuzzes the running gateway against
+# it (scripts/fuzz-api.sh). Stops the stack again afterwards if it was not running before.
 # The operations tests' tools (promtool, prometheus, docker-compose, kubernetes-validate,
 # hadolint) are installed when missing by ensure_ops_tools (scripts/common.sh).
 #
@@ -56,7 +57,24 @@ if [ "$status" -eq 0 ] && [ -e target/openapi.json ]; then
   "$STACK_DIR/venv/bin/openapi-spec-validator" --schema 3.1.0 target/openapi.json || status=1
 fi
 
-# One closing line over every test binary (cargo prints one result line per binary).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+# The gateway must answer as that document says, to generated valid and invalid requests
+# (schemathesis, every check on; a bounded run with a fixed seed). Also only when the
+# gateway's tests ran; its closing `fuzz: N passed, N failed` line counts below.
+if [ -e target/openapi.json ]; then
+  say "fuzzing the gateway's API (scripts/fuzz-api.sh)"
+  set +e
+  scripts/fuzz-api.sh 2>&1 | tee -a "$log"
+  fuzz_status=${PIPESTATUS[0]}
+  set -e
+  if [ "$fuzz_status" -ne 0 ]; then
+    status=1
+    # Failed before it could count (e.g. the install): one failure all the same.
+    grep -q '^fuzz: [0-9]* passed' "$log" || echo "fuzz: 0 passed, 1 failed" | tee -a "$log"
+  fi
+fi
+
+# One closing line over every test binary (cargo prints one result line per binary) and
+# the fuzzer's tests (one per API operation, and one for its stateful phase).
+awk '/^test result:/ || /^fuzz: [0-9]+ passed/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 exit "$status"

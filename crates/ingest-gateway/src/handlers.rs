@@ -24,8 +24,8 @@ use crate::error::ApiError;
 use crate::extract::{ApiPath, ClientAddr};
 use crate::metrics::{ITEMS_TOTAL, PUBLISH_DURATION_SECONDS, RATE_LIMITED_TOTAL};
 use crate::views::{
-    AttributeSpecView, AttributeSpecs, BatchAnswers, ContactItem, EventItem, EventParameterSpecs,
-    EventSpecs, EventTypeView, GuardedErrors, Message, ParameterSpecView, StreamInfo,
+    AttributeSpecView, AttributeSpecs, BatchAnswers, ContactBatch, EventBatch, EventParameterSpecs,
+    EventSpecs, EventTypeView, GuardedErrors, Message, ParameterSpecView, PathErrors, StreamInfo,
 };
 use crate::AppState;
 
@@ -35,13 +35,17 @@ const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct StreamPath {
+    /// The project's id; an id outside this alphabet is answered like an unknown one (404).
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     project: String,
+    /// The datasource's id; an id outside this alphabet is answered like an unknown one (404).
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     datasource: String,
 }
 
 #[utoipa::path(post, path = "/v1/project/{project}/datasource/{datasource}/stream/contacts", tag = "stream",
     params(StreamPath, SyncQuery),
-    request_body(content = Vec<ContactItem>, description = "1–100 contacts (JSON array; `Content-Encoding: gzip` accepted)"),
+    request_body(content = ContactBatch, description = "1–100 contacts. Partial success: each item is validated alone, and a batch with any valid item is answered 202 with the invalid ones marked `\"status\": \"error\"` (422 only when every item fails). `Content-Encoding: gzip` accepted; `Content-Type` is not enforced."),
     responses(
         BatchAnswers,
         GuardedErrors,
@@ -68,7 +72,7 @@ pub async fn post_contacts(
 
 #[utoipa::path(post, path = "/v1/project/{project}/datasource/{datasource}/stream/events", tag = "stream",
     params(StreamPath, SyncQuery),
-    request_body(content = Vec<EventItem>, description = "1–100 events (JSON array; `Content-Encoding: gzip` accepted)"),
+    request_body(content = EventBatch, description = "1–100 events. Partial success: each item is validated alone, and a batch with any valid item is answered 202 with the invalid ones marked `\"status\": \"error\"` (422 only when every item fails). `Content-Encoding: gzip` accepted; `Content-Type` is not enforced."),
     responses(
         BatchAnswers,
         GuardedErrors,
@@ -217,8 +221,9 @@ async fn write_batch(
 #[allow(dead_code)]
 pub struct SyncQuery {
     /// Answer only once the accepted items are committed in the database (200), or
-    /// after `INGEST_SYNC_WAIT_MS` (default 10 s) with the usual 202. `_sync` alone means true.
-    _sync: Option<bool>,
+    /// after `INGEST_SYNC_WAIT_MS` (default 10 s) with the usual 202. On for any value
+    /// (`?_sync`, `?_sync=true`, `?_sync=1`, ...) except `false` and `0`.
+    _sync: Option<String>,
 }
 
 /// `?_sync`, `?_sync=true` or `?_sync=1` (not `?_sync=false` or `?_sync=0`).
@@ -254,8 +259,12 @@ async fn publish(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct EventTypePath {
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     project: String,
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     datasource: String,
+    /// The event type's name (percent-encoded); 404 unless the datasource declares it.
+    #[param(min_length = 1, max_length = 128)]
     event_type: String,
 }
 
@@ -265,6 +274,7 @@ pub struct EventTypePath {
     params(StreamPath),
     responses(
         (status = 200, description = "Reserved and declared custom attributes", body = AttributeSpecs),
+        PathErrors,
         GuardedErrors,
     ))]
 pub async fn get_attribute_specs(
@@ -312,6 +322,7 @@ pub async fn get_attribute_specs(
     params(StreamPath),
     responses(
         (status = 200, description = "Declared event types", body = EventSpecs),
+        PathErrors,
         GuardedErrors,
     ))]
 pub async fn get_event_specs(
@@ -349,10 +360,9 @@ pub async fn get_event_specs(
     params(EventTypePath),
     responses(
         (status = 200, description = "Parameter specs of the event type", body = EventParameterSpecs),
-        (status = 404, description = "The event type is not declared (or, as for every endpoint, unknown project/datasource)", body = Message),
-        (status = 401, description = "Missing, non-Bearer, malformed, unknown or revoked token", body = Message),
-        (status = 429, description = "Rate limit exceeded (empty body)"),
-        (status = 503, description = "The tenancy database cannot be reached", body = Message),
+        PathErrors,
+        GuardedErrors,
+        (status = 404, description = "The event type is not declared for this datasource; or, as for every endpoint, unknown project or datasource, a token that may not read there, or no route for the path", body = Message),
     ))]
 pub async fn get_event_parameter_specs(
     State(state): State<AppState>,
@@ -407,6 +417,7 @@ pub async fn get_event_parameter_specs(
     params(StreamPath),
     responses(
         (status = 200, description = "The token may write here", body = StreamInfo),
+        PathErrors,
         GuardedErrors,
     ))]
 pub async fn get_stream(
@@ -446,8 +457,16 @@ pub async fn get_stream(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct ContactPath {
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     project: String,
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     datasource: String,
+    /// The contact's `_user_id` (percent-encoded): 1–256 characters, no control characters.
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     user_id: String,
 }
 
@@ -457,7 +476,8 @@ pub struct ContactPath {
     params(ContactPath),
     responses(
         (status = 202, description = "The delete is durable in the broker, ordered with the user's upserts", body = BatchAnswer),
-        (status = 422, description = "The user id is invalid", body = BatchAnswer),
+        (status = 422, description = "The user id is invalid (`_user_id: Invalid format`)", body = BatchAnswer),
+        PathErrors,
         GuardedErrors,
     ))]
 pub async fn delete_contact(

@@ -1,6 +1,7 @@
 //! `GET /openapi.json` describes the API the server really serves. The document is also
 //! written to `target/openapi.json`, where `scripts/test.sh` validates it with
-//! openapi-spec-validator (OpenAPI 3.1).
+//! openapi-spec-validator (OpenAPI 3.1); `scripts/fuzz-api.sh` then checks the running
+//! gateway against it with schemathesis.
 
 use ingest_testkit::{TestGateway, TestTopics};
 use serde_json::Value;
@@ -34,6 +35,8 @@ async fn the_openapi_document_covers_every_route() {
             "get",
         ),
     ];
+    // The public API only: the operations endpoints (`/healthz`, `/readyz`, `/metrics`) are
+    // not in it (the exact count below).
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in &expected {
         assert!(
@@ -55,13 +58,39 @@ async fn the_openapi_document_covers_every_route() {
     );
     let contacts = &paths[&format!("{base}/contacts")]["post"]["responses"];
     for status in [
-        "202", "400", "401", "404", "413", "422", "429", "500", "503",
+        "200", "202", "400", "401", "404", "405", "408", "413", "422", "429", "500", "503",
     ] {
         assert!(
             contacts.get(status).is_some(),
             "POST contacts lacks {status}"
         );
     }
+    // Headers a checker can hold the answers to.
+    assert_eq!(
+        contacts["202"]["headers"]["X-RateLimit-Remaining"]["required"],
+        true
+    );
+    assert_eq!(
+        contacts["401"]["headers"]["WWW-Authenticate"]["required"],
+        true
+    );
+    assert_eq!(contacts["429"]["headers"]["Retry-After"]["required"], true);
+    assert_eq!(contacts["503"]["headers"]["Retry-After"]["required"], true);
+    assert!(contacts["429"].get("content").is_none(), "429 has no body");
+    // The batch bounds and the item rules are in the request schema.
+    let schemas = &doc["components"]["schemas"];
+    for batch in ["ContactBatch", "EventBatch"] {
+        assert_eq!(schemas[batch]["minItems"], 1, "{batch}");
+        assert_eq!(schemas[batch]["maxItems"], 100, "{batch}");
+    }
+    assert_eq!(schemas["UserId"]["minLength"], 1);
+    assert_eq!(schemas["UserId"]["maxLength"], 256);
+    assert_eq!(schemas["EventItem"]["additionalProperties"], false);
+    assert_eq!(
+        schemas["ContactItem"]["propertyNames"]["type"], "string",
+        "{}",
+        schemas["ContactItem"]
+    );
 
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/openapi.json");
     std::fs::write(&out, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
