@@ -16,7 +16,8 @@ use crate::workload::Sample;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct E2eReport {
-    #[serde(flatten)]
+    /// Nested, not flattened: with serde_json's `arbitrary_precision` (on in this
+    /// workspace) a flattened struct cannot read its numbers back.
     pub latency: Percentiles,
     /// Samples not visible by the end of the grace period.
     pub unseen: u64,
@@ -145,4 +146,30 @@ async fn visible(
             Sample::Contact { user_id, seq } => contacts.contains(&(user_id.clone(), *seq)),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_read_back_what_they_wrote() {
+        let report = E2eReport {
+            latency: Percentiles {
+                count: 3,
+                mean_ms: 1.5,
+                p50_ms: 1.25,
+                p90_ms: 2.0,
+                p99_ms: 2.5,
+                p999_ms: 2.5,
+                max_ms: 3.0,
+            },
+            unseen: 1,
+            poll_interval_ms: 20,
+        };
+        let text = serde_json::to_string(&report).unwrap();
+        let back: E2eReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.latency.p99_ms, 2.5);
+        assert_eq!(back.unseen, 1);
+    }
 }
