@@ -18,9 +18,9 @@
 #
 # Scenarios, in order. Each: the healthy client (50 requests/s of 10 events from
 # 127.0.0.1, 5 s timeout) alone for 3 s ("idle" memory), then the attack for HOLD (20 s)
-# with the healthy client measured throughout, then AFTER (60 s) of watching the
-# gateway's memory; attacks come from 127.0.0.2, 127.0.0.3, ... (at most 1,000
-# connections per address):
+# with the healthy client measured throughout (and a fresh connection from its address
+# five times a second), then AFTER (60 s) of watching the gateway's memory; attacks come
+# from 127.0.0.2, 127.0.0.3, ... (at most 1,000 connections per address):
 #   baseline                     the healthy client alone (10 s), for reference
 #   stalled-body-anon 1000/2000  no Authorization, Content-Length 1 MiB, 1 MiB - 1 sent
 #   stalled-body-auth 1000/2000  the same with the attacker's valid token

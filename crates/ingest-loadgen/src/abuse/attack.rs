@@ -236,7 +236,7 @@ async fn connection(
 }
 
 /// A socket bound to `source` (any free port), connected to `target`.
-async fn connect(source: Ipv4Addr, target: SocketAddr) -> io::Result<TcpStream> {
+pub(super) async fn connect(source: Ipv4Addr, target: SocketAddr) -> io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     // Ports of the previous scenario's connections may still be in TIME_WAIT.
     socket.set_reuseaddr(true)?;
@@ -266,7 +266,7 @@ async fn read_until_closed(reader: &mut OwnedReadHalf, status: &mut Option<u16>)
 }
 
 /// The code of an HTTP/1 status line (`HTTP/1.1 503 ...`), once 12 bytes of it arrived.
-fn parse_status(head: &[u8]) -> Option<u16> {
+pub(super) fn parse_status(head: &[u8]) -> Option<u16> {
     if head.len() < 12 || !head.starts_with(b"HTTP/1.") {
         return None;
     }

@@ -14,6 +14,7 @@
 mod attack;
 mod flood;
 mod gateway;
+mod probe;
 pub mod render;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ use crate::workload::{Kind, Workload};
 use attack::{AttackReport, Payload};
 use flood::{Flood, FloodReport};
 use gateway::GatewayReport;
+use probe::ProbeReport;
 
 /// The gateway's resident memory must stay below this in every scenario.
 pub const RSS_LIMIT_MIB: f64 = 512.0;
@@ -153,6 +155,10 @@ pub struct AbuseArgs {
     /// Healthy client's source address.
     #[arg(long, default_value = "127.0.0.1")]
     healthy_source: Ipv4Addr,
+    /// A fresh connection from the healthy client's address (`GET /healthz`) this often
+    /// during the attack: can a new client get in?
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
+    probe_every: Duration,
     /// The gateway's process id (memory and descriptors are read from /proc).
     #[arg(long)]
     gateway_pid: u32,
@@ -221,6 +227,10 @@ pub struct HealthyReport {
     pub not_sent: u64,
     /// Intended send time → answer (or error).
     pub latency: Percentiles,
+    /// Fresh connections from the same address during the attack (the healthy client's
+    /// own connections are kept alive, so it does not notice a gateway that stops
+    /// accepting new ones).
+    pub new_connections: ProbeReport,
 }
 
 /// The targets the gateway must meet, per scenario.
@@ -293,12 +303,15 @@ pub async fn run(args: AbuseArgs) -> anyhow::Result<()> {
         args.gateway_log.clone(),
         args.sample_every,
     );
-    let healthy = spawn_healthy(&args, &base)?;
+    let healthy = spawn_healthy(&args, &base, target)?;
     tokio::time::sleep(args.idle).await;
 
     let attack_start_s = watch.now_s();
     let end = Instant::now() + args.hold;
-    eprintln!("{label}: attack from {first}–{last} for {:?}", args.hold);
+    match scenario {
+        Scenario::Baseline => eprintln!("{label}: no attack, for {:?}", args.hold),
+        _ => eprintln!("{label}: attack from {first}–{last} for {:?}", args.hold),
+    }
     let attack_counters = Arc::new(attack::Counters::default());
     let flood_counters = Arc::new(flood::Counters::default());
     let progress = spawn_progress(watch.samples(), {
@@ -327,7 +340,7 @@ pub async fn run(args: AbuseArgs) -> anyhow::Result<()> {
         "{label}: attack over; watching the gateway for {:?}",
         args.after
     );
-    let healthy = healthy
+    let (healthy, new_connections) = healthy
         .await
         .context("the healthy client's thread died")??;
     tokio::time::sleep_until((attack_ended + args.after).into()).await;
@@ -343,6 +356,7 @@ pub async fn run(args: AbuseArgs) -> anyhow::Result<()> {
         statuses: healthy.statuses,
         not_sent: healthy.not_sent,
         latency: healthy.latency,
+        new_connections,
     };
     let report = AbuseReport {
         scenario,
@@ -470,12 +484,14 @@ fn raise_fd_limit(needed: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the healthy client on a thread and runtime of its own, so that thousands of
-/// attack tasks do not delay its requests in the load generator itself.
+/// Runs the healthy client, and the new-connection probes from its address, on a thread
+/// and runtime of their own, so that thousands of attack tasks do not delay them in the
+/// load generator itself. Both measure from `args.idle` on, for `args.hold`.
 fn spawn_healthy(
     args: &AbuseArgs,
     base: &str,
-) -> anyhow::Result<oneshot::Receiver<anyhow::Result<LoadReport>>> {
+    gateway: SocketAddr,
+) -> anyhow::Result<oneshot::Receiver<anyhow::Result<(LoadReport, ProbeReport)>>> {
     let target = http::Target {
         base_url: base.to_owned(),
         project: args.project.clone(),
@@ -493,6 +509,15 @@ fn spawn_healthy(
         progress: false,
         local_address: Some(IpAddr::V4(args.healthy_source)),
     };
+    let probe_from = Instant::now() + args.idle;
+    let probes = probe::run(
+        gateway,
+        args.healthy_source,
+        args.probe_every,
+        args.healthy_timeout,
+        probe_from,
+        probe_from + args.hold,
+    );
     let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()
         .name("healthy-client".into())
@@ -501,7 +526,13 @@ fn spawn_healthy(
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(http::run(target, workload, options, None)));
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        let (load, probes) =
+                            tokio::join!(http::run(target, workload, options, None), probes);
+                        Ok((load?, probes))
+                    })
+                });
             let _ = tx.send(result);
         })?;
     Ok(rx)
@@ -536,7 +567,8 @@ fn summary(r: &AbuseReport) -> String {
     let h = &r.healthy;
     let mut line = format!(
         "{}: gateway RSS {:.0} → peak {:.0} → {:.0} MiB after {:.0} s; fds peak {} (limit {}); \
-         \"{}\" lines: {}; healthy p50 {:.1} ms p99 {:.1} ms max {:.1} ms, statuses {:?}",
+         \"{}\" lines: {}; healthy p50 {:.1} ms p99 {:.1} ms max {:.1} ms, statuses {:?}; \
+         new connections {:?}",
         r.label,
         g.rss_idle_mib,
         g.rss_peak_mib,
@@ -549,7 +581,8 @@ fn summary(r: &AbuseReport) -> String {
         h.latency.p50_ms,
         h.latency.p99_ms,
         h.latency.max_ms,
-        h.statuses
+        h.statuses,
+        h.new_connections.outcomes
     );
     if let Some(a) = &r.attack {
         line.push_str(&format!(

@@ -136,9 +136,9 @@ fn render(meta: &Meta, reports: &[AbuseReport]) -> String {
     let _ = writeln!(w, "\n#### What each side saw\n");
     let _ = writeln!(
         w,
-        "| scenario | attack connections: connected / failed to connect / closed by the server (median after) / open at the end | the server's answers to the attack | gateway fds: idle → peak | healthy p50 / p99 / max (ms) | healthy answers |"
+        "| scenario | attack connections: connected / failed to connect / closed by the server (median after) / open at the end | the server's answers to the attack | gateway fds: idle → peak | healthy p50 / p99 / max (ms) | healthy answers | new connections from the healthy address: answered / tried (p99) |"
     );
-    let _ = writeln!(w, "|---|---|---|---|---|---|");
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|");
     for r in reports {
         let (g, h) = (&r.gateway, &r.healthy);
         let (connections, answers) = if let Some(a) = &r.attack {
@@ -172,7 +172,7 @@ fn render(meta: &Meta, reports: &[AbuseReport]) -> String {
         };
         let _ = writeln!(
             w,
-            "| {} | {connections} | {answers} | {} → {} | {:.1} / {:.1} / {:.1} | {} |",
+            "| {} | {connections} | {answers} | {} → {} | {:.1} / {:.1} / {:.1} | {} | {} / {} ({}) |",
             r.label,
             thousands(g.fds_idle as f64),
             thousands(g.fds_peak as f64),
@@ -180,6 +180,13 @@ fn render(meta: &Meta, reports: &[AbuseReport]) -> String {
             h.latency.p99_ms,
             h.latency.max_ms,
             counts(&h.statuses),
+            thousands(h.new_connections.ok() as f64),
+            thousands(h.new_connections.probes as f64),
+            if h.new_connections.probes > 0 {
+                format!("{:.1} ms", h.new_connections.latency.p99_ms)
+            } else {
+                "—".to_owned()
+            },
         );
     }
 
@@ -223,6 +230,14 @@ fn note(r: &AbuseReport) -> Option<String> {
                 thousands(a.write_failed as f64)
             ));
         }
+    }
+    let probes = &r.healthy.new_connections;
+    if probes.ok() < probes.probes {
+        parts.push(format!(
+            "new connections from the healthy address (one every {:.1} s): {}",
+            probes.every_s,
+            counts(&probes.outcomes)
+        ));
     }
     if let Some(line) = &r.gateway.emfile_example {
         parts.push(format!("the gateway logged `{}`", line.replace('`', "'")));
