@@ -142,7 +142,7 @@ gateway_ready() {
     say "the gateway ($gateway_pid) is gone or not ready: starting a new one"
   fi
   if [ -n "$gateway_pid" ]; then
-    stop_service "$gateway_pid"
+    stop_release "$gateway_pid"
   fi
   start_gateway
 }

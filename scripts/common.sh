@@ -156,9 +156,9 @@ alive() {
   kill -0 "$1" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"
 }
 
-# stop_service PID: SIGTERM to a process start_release started, SIGKILL if it still runs
+# stop_release PID: SIGTERM to a process start_release started, SIGKILL if it still runs
 # 15 s later; reaps it and forgets it.
-stop_service() {
+stop_release() {
   local pid="$1" kept=() other
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 1 150); do
