@@ -45,11 +45,8 @@ else
 fi
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 
-export INGEST_STACK_DIR="${BENCH_STACK_DIR:-$REPO_ROOT/.stack-bench}"
-export INGEST_KAFKA_PORT="${BENCH_KAFKA_PORT:-29092}"
-export INGEST_KAFKA_CONTROLLER_PORT="$((INGEST_KAFKA_PORT + 1))"
-export INGEST_PG_PORT="${BENCH_PG_PORT:-56432}"
-export INGEST_TOPIC_PARTITIONS="${BENCH_PARTITIONS:-8}"
+private_stack_env "${BENCH_STACK_DIR:-$REPO_ROOT/.stack-bench}" "${BENCH_KAFKA_PORT:-29092}" \
+  "${BENCH_PG_PORT:-56432}" "${BENCH_PARTITIONS:-8}"
 GATEWAY_PORT="${BENCH_GATEWAY_PORT:-28080}"
 GATEWAY_ADMIN_PORT="${BENCH_GATEWAY_ADMIN_PORT:-28081}"
 WORKER_PORT="${BENCH_WORKER_PORT:-29091}"
@@ -58,14 +55,10 @@ LOGS="$REPO_ROOT/target/bench/logs"
 BIN=target/release
 started_at=$(date +%s)
 
-pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
+  stop_services
   if ! $keep; then
-    scripts/stack.sh down --purge >/dev/null 2>&1 || true
+    private_stack_down
   fi
 }
 trap cleanup EXIT
@@ -77,20 +70,15 @@ say "building release binaries"
 cargo build --locked --release -p ingest-gateway -p ingest-worker -p ingestctl -p ingest-loadgen
 
 say "starting an empty benchmark stack in $INGEST_STACK_DIR"
-scripts/stack.sh down --purge >/dev/null 2>&1 || true
-scripts/stack.sh up
-eval "$(scripts/stack.sh env)"
+private_stack_up
 mkdir -p "$RESULTS" "$LOGS"
 rm -f "$RESULTS"/*.json
 
-"$BIN/ingestctl" migrate
 "$BIN/ingestctl" project create bench >/dev/null
 "$BIN/ingestctl" datasource create bench web >/dev/null
 "$BIN/ingestctl" datasource set-limit bench web all 1000000000 >/dev/null
-INGEST_LOADGEN_TOKEN="$("$BIN/ingestctl" --json token create bench --datasource web --name bench \
-  | sed -n 's/.*"secret": *"\(ingk_[0-9a-f]*\)".*/\1/p')"
+INGEST_LOADGEN_TOKEN="$(create_token bench web bench)"
 export INGEST_LOADGEN_TOKEN
-[ -n "$INGEST_LOADGEN_TOKEN" ] || die "could not create a token"
 
 export INGEST_GATEWAY_ADDR="127.0.0.1:$GATEWAY_PORT"
 export INGEST_ADMIN_ADDR="127.0.0.1:$GATEWAY_ADMIN_PORT"
@@ -98,13 +86,9 @@ export INGEST_WORKER_ADDR="127.0.0.1:$WORKER_PORT"
 export INGEST_LOG_FORMAT="${INGEST_LOG_FORMAT:-json}"
 
 # start NAME PORT: starts target/release/NAME, waits for /readyz on PORT (its operations
-# listener), sets $started_pid.
+# listener), sets $STARTED_PID.
 start() {
-  local name="$1" port="$2"
-  "$BIN/$name" >>"$LOGS/$name.log" 2>&1 </dev/null &
-  started_pid=$!
-  pids+=("$started_pid")
-  wait_ready "$name" "$started_pid" "http://127.0.0.1:$port/readyz" "$LOGS/$name.log"
+  start_release "$1" "http://127.0.0.1:$2/readyz" "$LOGS/$1.log"
 }
 
 json_field() { # json_field FILE KEY: a top-level number from a result file
@@ -119,7 +103,7 @@ say "1/6 bare-producer ceiling (${CEILING_SECS}s)"
   --duration "${CEILING_SECS}s" --json-out "$RESULTS/producer.json"
 
 say "2/6 gateway alone at max, closed loop (${MAX_SECS}s)"
-start ingest-gateway "$GATEWAY_ADMIN_PORT"; gateway_pid=$started_pid
+start ingest-gateway "$GATEWAY_ADMIN_PORT"; gateway_pid=$STARTED_PID
 "${load[@]}" --duration "${MAX_SECS}s" --json-out "$RESULTS/gateway_max.json"
 peak="$(json_field "$RESULTS/gateway_max.json" accepted_items_per_sec)"
 half="$(awk -v p="$peak" 'BEGIN { printf "%d", p / 2 }')"
@@ -131,7 +115,7 @@ say "3/6 raw COPY ceiling ($COPY_ROWS rows)"
 "$BIN/ingest-loadgen" copy-ceiling --rows "$COPY_ROWS" --cleanup --json-out "$RESULTS/copy.json"
 
 say "4/6 one worker draining the backlog"
-start ingest-worker "$WORKER_PORT"; worker_pid=$started_pid
+start ingest-worker "$WORKER_PORT"; worker_pid=$STARTED_PID
 "$BIN/ingest-loadgen" drain --metrics-url "http://127.0.0.1:$WORKER_PORT/metrics" \
   --topic ingest.events --project bench --json-out "$RESULTS/drain.json"
 

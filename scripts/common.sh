@@ -1,4 +1,5 @@
-# Shared by scripts/run.sh and scripts/test.sh (sourced, not executed).
+# Shared by the scripts in scripts/ (sourced, not executed).
+# shellcheck shell=bash
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 STACK_DIR="${INGEST_STACK_DIR:-$REPO_ROOT/.stack}"
@@ -97,4 +98,91 @@ wait_ready() {
   done
   tail -n 20 "$log" >&2 || true
   die "$name did not become ready at $url"
+}
+
+# ---------------------------------------------------------------------------
+# Private benchmark stacks (scripts/bench.sh, scripts/bench-abuse.sh): an empty Kafka
+# and PostgreSQL on ports of their own, so that a running dev stack is left alone.
+# ---------------------------------------------------------------------------
+
+# private_stack_env DIR KAFKA_PORT PG_PORT PARTITIONS: points scripts/stack.sh (and so
+# private_stack_up) at a stack in DIR on these ports (the KRaft controller on
+# KAFKA_PORT + 1).
+private_stack_env() {
+  export INGEST_STACK_DIR="$1"
+  export INGEST_KAFKA_PORT="$2"
+  export INGEST_KAFKA_CONTROLLER_PORT="$(($2 + 1))"
+  export INGEST_PG_PORT="$3"
+  export INGEST_TOPIC_PARTITIONS="$4"
+}
+
+# private_stack_up: starts the stack of private_stack_env empty (purging what an earlier
+# run left), exports KAFKA_BROKERS and DATABASE_URL, applies the migrations with the
+# release ingestctl.
+private_stack_up() {
+  "$REPO_ROOT/scripts/stack.sh" down --purge >/dev/null 2>&1 || true
+  "$REPO_ROOT/scripts/stack.sh" up
+  eval "$("$REPO_ROOT/scripts/stack.sh" env)"
+  "$REPO_ROOT/target/release/ingestctl" migrate
+}
+
+# private_stack_down: stops that stack and deletes its data.
+private_stack_down() {
+  "$REPO_ROOT/scripts/stack.sh" down --purge >/dev/null 2>&1 || true
+}
+
+# create_token PROJECT DATASOURCE NAME: prints the secret of a new token for DATASOURCE.
+create_token() {
+  local secret
+  secret="$("$REPO_ROOT/target/release/ingestctl" --json token create "$1" --datasource "$2" --name "$3" \
+    | sed -n 's/.*"secret": *"\(ingk_[0-9a-f]*\)".*/\1/p')"
+  [ -n "$secret" ] || die "could not create a token for $1/$2"
+  printf '%s\n' "$secret"
+}
+
+# Processes started by start_release; stop_services stops them.
+SERVICE_PIDS=()
+
+# start_release NAME READY_URL LOG: starts target/release/NAME in the background
+# (output appended to LOG), waits for READY_URL, sets STARTED_PID.
+start_release() {
+  local name="$1" url="$2" log="$3"
+  "$REPO_ROOT/target/release/$name" >>"$log" 2>&1 </dev/null &
+  STARTED_PID=$!
+  SERVICE_PIDS+=("$STARTED_PID")
+  wait_ready "$name" "$STARTED_PID" "$url" "$log"
+}
+
+# alive PID: the process runs (not gone, not a zombie waiting to be reaped).
+alive() {
+  kill -0 "$1" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"
+}
+
+# stop_release PID: SIGTERM to a process start_release started, SIGKILL if it still runs
+# 15 s later; reaps it and forgets it.
+stop_release() {
+  local pid="$1" kept=() other
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 150); do
+    alive "$pid" || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for other in "${SERVICE_PIDS[@]}"; do
+    [ "$other" = "$pid" ] || kept+=("$other")
+  done
+  SERVICE_PIDS=("${kept[@]}")
+}
+
+# stop_services: SIGTERM to every process start_release started, then waits for them.
+stop_services() {
+  local pid
+  for pid in "${SERVICE_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${SERVICE_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  SERVICE_PIDS=()
 }

@@ -8,6 +8,7 @@
 //! its point is the peak rate, not the latency.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,6 +54,8 @@ pub struct LoadOptions {
     /// Sample one accepted request in this many for end-to-end latency.
     pub e2e_every: u64,
     pub progress: bool,
+    /// Source address of the client's connections (`None`: the system's choice).
+    pub local_address: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,6 +213,7 @@ pub async fn run(
         .pool_max_idle_per_host(options.connections)
         .tcp_nodelay(true)
         .timeout(options.timeout)
+        .local_address(options.local_address)
         .build()?;
     let started = Instant::now();
     let measure_from = started + options.warmup;

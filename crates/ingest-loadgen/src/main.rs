@@ -4,11 +4,16 @@
 //! - `producer-ceiling`: a bare producer with the gateway's settings;
 //! - `copy-ceiling`: raw `COPY` of the same rows into the same table;
 //! - `drain`: one worker turning a backlog into rows;
-//! - `report`: `BENCHMARKS.md` from the JSON results of a run of `scripts/bench.sh`.
+//! - `report`: `BENCHMARKS.md` from the JSON results of a run of `scripts/bench.sh`;
+//! - `abuse`: one attack on a gateway (stalled bodies, idle connections, slowloris,
+//!   unknown tokens) while a healthy client writes;
+//! - `abuse-report`: `BENCHMARKS.md`'s abuse section from a run of
+//!   `scripts/bench-abuse.sh`.
 //!
 //! Every command prints progress on stderr and its result as JSON on stdout (or into
 //! `--json-out`).
 
+mod abuse;
 mod ceiling;
 mod drain;
 mod e2e;
@@ -55,6 +60,12 @@ enum Command {
     Drain(DrainArgs),
     /// Render BENCHMARKS.md's measured section from a results directory.
     Report(ReportArgs),
+    /// Attack a running gateway in one way while a healthy client writes; report the
+    /// gateway's memory and descriptors and the healthy client's latency.
+    Abuse(abuse::AbuseArgs),
+    /// Render BENCHMARKS.md's abuse section from a results directory of
+    /// scripts/bench-abuse.sh.
+    AbuseReport(ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -196,7 +207,7 @@ struct ReportArgs {
     /// Directory with the JSON results of one benchmark run.
     #[arg(long)]
     results: PathBuf,
-    /// The file whose generated section is replaced.
+    /// The file whose generated section is replaced (its own section for each command).
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
 }
@@ -270,6 +281,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             output(&report, args.json_out.as_ref())
         }
         Command::Report(args) => report::write(&args.results, &args.out),
+        Command::Abuse(args) => abuse::run(args).await,
+        Command::AbuseReport(args) => abuse::render::write(&args.results, &args.out),
     }
 }
 
@@ -296,6 +309,7 @@ async fn http_load(args: HttpArgs) -> anyhow::Result<()> {
         timeout: args.timeout,
         e2e_every: args.e2e_every,
         progress: !args.quiet,
+        local_address: None,
     };
     let done = CancellationToken::new();
     let (sampler, e2e_task) = match &args.e2e_database_url {

@@ -22,23 +22,25 @@ pub const END: &str = "<!-- bench:end -->";
 /// (shrinking back after a peak is not growth).
 const FLAT_MIB_PER_MIN: f64 = 1.0;
 
+/// `meta.json` of a results directory, written by the benchmark scripts.
 #[derive(Debug, Default, Deserialize)]
-struct Meta {
+pub(crate) struct Meta {
     #[serde(default)]
-    date: String,
+    pub date: String,
     #[serde(default)]
-    commit: String,
+    pub commit: String,
     #[serde(default)]
-    kafka: String,
+    pub kafka: String,
     #[serde(default)]
-    postgres: String,
+    pub postgres: String,
     #[serde(default)]
-    command: String,
+    pub command: String,
     #[serde(default)]
-    mode: String,
+    pub mode: String,
 }
 
-fn read<T: DeserializeOwned>(dir: &Path, name: &str) -> anyhow::Result<Option<T>> {
+/// `dir/name` parsed as JSON, `None` when there is no such file.
+pub(crate) fn read<T: DeserializeOwned>(dir: &Path, name: &str) -> anyhow::Result<Option<T>> {
     let path = dir.join(name);
     if !path.exists() {
         return Ok(None);
@@ -51,19 +53,33 @@ fn read<T: DeserializeOwned>(dir: &Path, name: &str) -> anyhow::Result<Option<T>
 
 pub fn write(results: &Path, out: &Path) -> anyhow::Result<()> {
     let section = render(results)?;
+    replace_section(out, BEGIN, END, &section, "")
+}
+
+/// Replaces the text from `begin` to `end` (markers included) in `out` with `section`
+/// (which carries the markers itself); without the markers, appends `heading` and
+/// `section` to the file.
+pub(crate) fn replace_section(
+    out: &Path,
+    begin: &str,
+    end: &str,
+    section: &str,
+    heading: &str,
+) -> anyhow::Result<()> {
     let existing = std::fs::read_to_string(out).unwrap_or_default();
-    let text = match (existing.find(BEGIN), existing.find(END)) {
+    let text = match (existing.find(begin), existing.find(end)) {
         (Some(b), Some(e)) if e > b => {
-            format!("{}{section}{}", &existing[..b], &existing[e + END.len()..])
+            format!("{}{section}{}", &existing[..b], &existing[e + end.len()..])
         }
-        _ => format!("{existing}\n{section}\n"),
+        _ => format!("{existing}\n{heading}{section}\n"),
     };
     std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }
 
-fn machine() -> String {
+/// Cores, CPU model, memory and kernel of this machine.
+pub(crate) fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -92,7 +108,7 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-fn yes(ok: bool) -> &'static str {
+pub(crate) fn yes(ok: bool) -> &'static str {
     if ok {
         "**yes**"
     } else {
@@ -100,7 +116,8 @@ fn yes(ok: bool) -> &'static str {
     }
 }
 
-fn thousands(n: f64) -> String {
+/// `n` rounded, with thousands separated by commas.
+pub(crate) fn thousands(n: f64) -> String {
     let n = n.round() as i64;
     let digits = n.abs().to_string();
     let mut out = String::new();
