@@ -74,6 +74,10 @@ impl TestTopics {
         {
             result.expect("topic created");
         }
+        let names = [&topics.contacts, &topics.events, &topics.dead_letter].map(|t| t.clone());
+        tokio::task::spawn_blocking(move || wait_for_leaders(&names, partitions))
+            .await
+            .expect("leader wait");
         Self {
             prefix,
             topics,
@@ -383,6 +387,42 @@ fn gateway_env(topics: &TestTopics) -> Vec<(String, String)> {
 /// The URL of a stream endpoint under `base_url`.
 pub fn stream_url(base_url: &str, project: &str, datasource: &str, endpoint: &str) -> String {
     format!("{base_url}/v1/project/{project}/datasource/{datasource}/stream/{endpoint}")
+}
+
+/// Waits until the broker's metadata names a leader for every partition of `topics`:
+/// creation returns before that, and a test's first produce or offset look-up could
+/// otherwise meet `NotLeaderForPartition`.
+fn wait_for_leaders(topics: &[String], partitions: i32) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .expect("metadata client");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .is_ok_and(|metadata| {
+                topics.iter().all(|name| {
+                    metadata.topics().iter().any(|t| {
+                        t.name() == name
+                            && t.error().is_none()
+                            && t.partitions().len() == partitions as usize
+                            && t.partitions()
+                                .iter()
+                                .all(|p| p.leader() >= 0 && p.error().is_none())
+                    })
+                })
+            });
+        if ready {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader for every partition of {topics:?} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A free port on 127.0.0.1 (free when asked; a test binds it moments later).
