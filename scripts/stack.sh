@@ -1,34 +1,47 @@
 #!/usr/bin/env bash
-# Development stack for the ingest pipeline: a single-node Apache Kafka (KRaft,
-# broker+controller in one JVM, jars from Maven Central) and a private
-# PostgreSQL cluster (Debian packages), both on 127.0.0.1 only.
+# Development stack for the ingest pipeline: Apache Kafka (KRaft, jars from Maven
+# Central) and a private PostgreSQL cluster (Debian packages), both on 127.0.0.1 only.
+# Kafka runs as a single node (broker+controller in one JVM, the default) or as a
+# three-node cluster (INGEST_KAFKA_NODES=3: three combined broker+controller nodes,
+# topics with replication factor 3, min.insync.replicas=2, no unclean leader election).
 #
 # Usage: scripts/stack.sh up [kafka|postgres]|down [kafka|postgres] [--purge]|status|env
 #        scripts/stack.sh topics [--delete]
+#        scripts/stack.sh node N start|stop|kill
+#        scripts/stack.sh controller
 #
-#   up      install missing tools, start both servers (or just the one named) if
-#           not running, ensure the Kafka topics and the `ingest` database exist.
-#           Idempotent.
-#   down    stop the processes this script started (or just the one named).
-#           --purge also deletes the data dir. Idempotent.
-#   status  running/reachable per server; exit 0 if both are up, 3 otherwise.
-#   env     print `export ...` lines: eval "$(scripts/stack.sh env)"
-#   topics  with Kafka up, create the three topics of INGEST_TOPIC_PREFIX if missing
-#           (e.g. a private set for one test run); --delete deletes them instead.
+#   up          install missing tools, start both servers (or just the one named) if
+#               not running, ensure the Kafka topics and the `ingest` database exist.
+#               Idempotent.
+#   down        stop the processes this script started (or just the one named): every
+#               Kafka node of either mode, and PostgreSQL. --purge also deletes the data
+#               dir. Idempotent.
+#   status      running/reachable per Kafka node and for PostgreSQL (in cluster mode
+#               also the active controller); exit 0 if all are up, 3 otherwise.
+#   env         print `export ...` lines: eval "$(scripts/stack.sh env)"
+#   topics      with Kafka up, create the three topics of INGEST_TOPIC_PREFIX if missing
+#               (e.g. a private set for one test run); --delete deletes them instead.
+#   node N ...  start, stop (SIGTERM: controlled shutdown) or kill (SIGKILL: a crash)
+#               Kafka node N alone, for failure drills; `start` waits for its port.
+#   controller  print the node id of the active KRaft controller.
 #
 # Environment (all optional):
 #   INGEST_STACK_DIR              data dir           (default <repo>/.stack)
 #   INGEST_CACHE_DIR              jar cache          (default ~/.cache/ingest-pipeline)
-#   INGEST_KAFKA_PORT             Kafka client port  (default 19092)
-#   INGEST_KAFKA_CONTROLLER_PORT  KRaft controller   (default 19093)
+#   INGEST_KAFKA_NODES            1 or 3 Kafka nodes (default: the mode of the last `up`
+#                                 in this data dir, else 1)
+#   INGEST_KAFKA_PORT             Kafka client port  (default 19092; node N of a cluster
+#                                 listens on this + 10(N-1): 19092, 19102, 19112)
+#   INGEST_KAFKA_CONTROLLER_PORT  KRaft controller   (default 19093; + 10(N-1) likewise)
 #   INGEST_PG_PORT                PostgreSQL port    (default 55432)
 #   INGEST_TOPIC_PARTITIONS       partitions of ingest.contacts/events (default 8)
 #   INGEST_DLQ_PARTITIONS         partitions of ingest.dlq (default 4)
 #   INGEST_TOPIC_PREFIX           topics <prefix>.contacts/.events/.dlq (default ingest,
 #                                 as for the gateway and the worker)
-#   KAFKA_HEAP                    heap flags         (default "-Xms512m -Xmx512m")
+#   KAFKA_HEAP                    heap flags per node (default "-Xms512m -Xmx512m" for
+#                                 one node, "-Xms384m -Xmx384m" each for three)
 #
-# Progress goes to stderr; stdout is reserved for `env`.
+# Progress goes to stderr; stdout is reserved for `env` and `controller`.
 set -euo pipefail
 
 # ---------------------------------------------------------------------------
@@ -47,7 +60,6 @@ PG_PORT="${INGEST_PG_PORT:-55432}"
 TOPIC_PARTITIONS="${INGEST_TOPIC_PARTITIONS:-8}"
 DLQ_PARTITIONS="${INGEST_DLQ_PARTITIONS:-4}"
 TOPIC_PREFIX="${INGEST_TOPIC_PREFIX:-ingest}"
-KAFKA_HEAP="${KAFKA_HEAP:--Xms512m -Xmx512m}"
 
 KAFKA_DEPLOY_DIR="$REPO_ROOT/deploy/kafka"
 KAFKA_POM="$KAFKA_DEPLOY_DIR/pom.xml"
@@ -55,13 +67,23 @@ KAFKA_POM="$KAFKA_DEPLOY_DIR/pom.xml"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM" | head -n1)"
 CACHE_DIR="${INGEST_CACHE_DIR:-${HOME:-/root}/.cache/ingest-pipeline}"
 KAFKA_LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
-KAFKA_DIR="$DATA_DIR/kafka"                 # generated config + cluster id
-KAFKA_LOG_DIRS="$KAFKA_DIR/data"            # Kafka's log.dirs (the actual data)
-KAFKA_PROPS="$KAFKA_DIR/server.properties"
-KAFKA_PID_FILE="$RUN_DIR/kafka.pid"
-KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 KAFKA_START_TIMEOUT=90                      # seconds
 KAFKA_STOP_TIMEOUT=30                       # seconds before SIGKILL
+
+# Single node (1, the default) or a three-node cluster (3). When unset, the mode of the
+# last `up` in this data dir, so that `down`, `status` and `env` act on what runs.
+KAFKA_NODES="${INGEST_KAFKA_NODES:-$(cat "$DATA_DIR/kafka-nodes" 2>/dev/null || echo 1)}"
+case "$KAFKA_NODES" in
+  1) KAFKA_REPLICATION=1 KAFKA_MIN_ISR=1
+     KAFKA_HEAP="${KAFKA_HEAP:--Xms512m -Xmx512m}" ;;
+  3) KAFKA_REPLICATION=3 KAFKA_MIN_ISR=2
+     KAFKA_HEAP="${KAFKA_HEAP:--Xms384m -Xmx384m}" ;;
+  *) printf 'ERROR: INGEST_KAFKA_NODES must be 1 or 3, not %s\n' "$KAFKA_NODES" >&2; exit 2 ;;
+esac
+KAFKA_BOOTSTRAP=""
+for _n in $(seq 1 "$KAFKA_NODES"); do
+  KAFKA_BOOTSTRAP+="${KAFKA_BOOTSTRAP:+,}127.0.0.1:$((KAFKA_PORT + 10 * (_n - 1)))"
+done
 
 # topic:partitions
 KAFKA_TOPICS=(
@@ -185,56 +207,113 @@ kafka_tool() {
     -cp "$KAFKA_LIBS/*" "$@"
 }
 
-kafka_render_config() {
-  mkdir -p "$KAFKA_DIR"
-  # '|' as sed delimiter: paths contain '/'. Written on every `up`, so port
-  # overrides take effect on the next start.
-  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
-      -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
-      -e "s|@KAFKA_LOG_DIRS@|$KAFKA_LOG_DIRS|g" \
-      "$KAFKA_DEPLOY_DIR/server.properties" >"$KAFKA_PROPS.tmp"
-  mv "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
+# --- Nodes -------------------------------------------------------------------
+# Node N (1-based) of the configured mode. Single node: the paths of earlier versions
+# (<data>/kafka, run/kafka.pid, logs/kafka.log). Cluster: <data>/kafka-N, run/kafka-N.pid,
+# logs/kafka-N.log, client port INGEST_KAFKA_PORT + 10(N-1), controller port
+# INGEST_KAFKA_CONTROLLER_PORT + 10(N-1).
+node_port() { echo $((KAFKA_PORT + 10 * ($1 - 1))); }
+node_controller_port() { echo $((KAFKA_CONTROLLER_PORT + 10 * ($1 - 1))); }
+node_name() { if [ "$KAFKA_NODES" -eq 1 ]; then echo kafka; else echo "kafka-$1"; fi; }
+node_dir() { echo "$DATA_DIR/$(node_name "$1")"; }
+node_log_dirs() { echo "$(node_dir "$1")/data"; }
+node_props() { echo "$(node_dir "$1")/server.properties"; }
+node_pid_file() { echo "$RUN_DIR/$(node_name "$1").pid"; }
+all_nodes() { seq 1 "$KAFKA_NODES"; }
+
+kafka_check_node() {
+  [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le "$KAFKA_NODES" ] \
+    || die "kafka: no node '$1' (this stack has $KAFKA_NODES; INGEST_KAFKA_NODES selects the mode)"
 }
 
+# A Kafka UUID (base64url of 16 random bytes, as StorageTool random-uuid prints) without
+# starting a JVM.
+kafka_uuid() {
+  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+}
+
+kafka_render_config() {
+  local n="$1" dir quorum="" i
+  dir="$(node_dir "$n")"
+  mkdir -p "$dir"
+  for i in $(all_nodes); do
+    quorum+="${quorum:+,}127.0.0.1:$(node_controller_port "$i")"
+  done
+  # '|' as sed delimiter: paths contain '/'. Written on every start, so port
+  # overrides take effect on the next start.
+  sed -e "s|@NODE_ID@|$n|g" \
+      -e "s|@KAFKA_PORT@|$(node_port "$n")|g" \
+      -e "s|@CONTROLLER_PORT@|$(node_controller_port "$n")|g" \
+      -e "s|@QUORUM_BOOTSTRAP@|$quorum|g" \
+      -e "s|@KAFKA_LOG_DIRS@|$(node_log_dirs "$n")|g" \
+      -e "s|@REPLICATION@|$KAFKA_REPLICATION|g" \
+      -e "s|@MIN_ISR@|$KAFKA_MIN_ISR|g" \
+      "$KAFKA_DEPLOY_DIR/server.properties" >"$(node_props "$n").tmp"
+  mv "$(node_props "$n").tmp" "$(node_props "$n")"
+}
+
+# Formats node N's storage once (meta.properties is written by a successful format).
+# Single node: a standalone KIP-853 quorum. Cluster: every node is formatted with the
+# same --initial-controllers list (id@host:port:directory-id), kept in <data>/kafka-quorum.
 kafka_format_ensure() {
-  # meta.properties is written by a successful format.
-  [ -f "$KAFKA_LOG_DIRS/meta.properties" ] && return 0
-  local idf="$KAFKA_DIR/cluster-id" id
+  local n="$1" log_dirs
+  log_dirs="$(node_log_dirs "$n")"
+  [ -f "$log_dirs/meta.properties" ] && return 0
+  local idf="$DATA_DIR/kafka-cluster-id" id
+  [ "$KAFKA_NODES" -eq 1 ] && idf="$(node_dir 1)/cluster-id"
   if [ ! -s "$idf" ]; then
-    kafka_tool kafka.tools.StorageTool random-uuid >"$idf.tmp"
+    kafka_uuid >"$idf.tmp"
     mv "$idf.tmp" "$idf"
   fi
   id="$(tr -d '[:space:]' <"$idf")"
-  say "kafka: formatting storage (cluster id $id)"
-  kafka_tool kafka.tools.StorageTool format --standalone -t "$id" -c "$KAFKA_PROPS" >>"$LOG_DIR/kafka-format.log" 2>&1 \
-    || { tail -n 20 "$LOG_DIR/kafka-format.log" >&2; die "kafka: storage format failed"; }
+  local mode=(--standalone)
+  if [ "$KAFKA_NODES" -gt 1 ]; then
+    local qf="$DATA_DIR/kafka-quorum" i controllers=""
+    if [ ! -s "$qf" ]; then
+      for i in $(all_nodes); do
+        controllers+="${controllers:+,}$i@127.0.0.1:$(node_controller_port "$i"):$(kafka_uuid)"
+      done
+      echo "$controllers" >"$qf.tmp"
+      mv "$qf.tmp" "$qf"
+    fi
+    mode=(--initial-controllers "$(tr -d '[:space:]' <"$qf")")
+  fi
+  say "kafka: formatting node $n storage (cluster id $id)"
+  kafka_tool kafka.tools.StorageTool format "${mode[@]}" -t "$id" -c "$(node_props "$n")" \
+    >>"$LOG_DIR/kafka-format.log" 2>&1 \
+    || { tail -n 20 "$LOG_DIR/kafka-format.log" >&2; die "kafka: storage format of node $n failed"; }
 }
 
-# Prints the PID of our running broker, or fails.
+# Prints the PID of our running node N, or fails.
 kafka_pid() {
-  local pid
-  [ -f "$KAFKA_PID_FILE" ] || return 1
-  pid="$(cat "$KAFKA_PID_FILE" 2>/dev/null)"
+  local pid file
+  file="$(node_pid_file "$1")"
+  [ -f "$file" ] || return 1
+  pid="$(cat "$file" 2>/dev/null)"
   # Must be a Kafka broker running *our* config, not a recycled PID.
-  pid_matches "$pid" kafka.Kafka "$KAFKA_PROPS" || return 1
+  pid_matches "$pid" kafka.Kafka "$(node_props "$1")" || return 1
   echo "$pid"
 }
 
-kafka_start() {
-  local pid
-  if pid="$(kafka_pid)"; then
-    say "kafka: already running (pid $pid)"
+# Launches node N in the background (does not wait for it: the nodes of a cluster only
+# open their client ports once a controller quorum exists, so all are launched first).
+kafka_launch() {
+  local n="$1" pid port cport
+  if pid="$(kafka_pid "$n")"; then
+    say "kafka: node $n already running (pid $pid)"
     return 0
   fi
-  rm -f "$KAFKA_PID_FILE"
+  rm -f "$(node_pid_file "$n")"
+  port="$(node_port "$n")"
+  cport="$(node_controller_port "$n")"
   local p
-  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+  for p in "$port" "$cport"; do
     port_open "$p" && die "kafka: port $p is already in use by another process (set INGEST_KAFKA_PORT / INGEST_KAFKA_CONTROLLER_PORT)"
   done
-  kafka_render_config
-  kafka_format_ensure
+  kafka_render_config "$n"
+  kafka_format_ensure "$n"
 
-  say "kafka: starting on $KAFKA_BOOTSTRAP (log: $LOG_DIR/kafka.log)"
+  say "kafka: starting node $n on 127.0.0.1:$port (log: $LOG_DIR/$(node_name "$n").log)"
   # shellcheck disable=SC2086  # KAFKA_HEAP is deliberately word-split.
   # setsid: own session, so the broker survives the calling terminal and
   # Ctrl-C of whatever ran `up`. Without job control the background child is
@@ -243,32 +322,43 @@ kafka_start() {
     -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
     -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$KAFKA_DEPLOY_DIR/log4j2.yaml" \
-    -Dkafka.logs.dir="$LOG_DIR" -Dkafka.log.name=kafka -Dkafka.log.level=INFO \
-    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_PROPS" \
-    >>"$LOG_DIR/kafka.out" 2>&1 </dev/null &
-  pid=$!
-  echo "$pid" >"$KAFKA_PID_FILE"
+    -Dkafka.logs.dir="$LOG_DIR" -Dkafka.log.name="$(node_name "$n")" -Dkafka.log.level=INFO \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$(node_props "$n")" \
+    >>"$LOG_DIR/$(node_name "$n").out" 2>&1 </dev/null &
+  echo "$!" >"$(node_pid_file "$n")"
+}
 
-  # Wait until the client port accepts connections; fail fast if the JVM dies.
+# Waits until node N's client port accepts connections; fails fast if its JVM dies.
+kafka_wait() {
+  local n="$1" pid port
+  pid="$(cat "$(node_pid_file "$n")")"
+  port="$(node_port "$n")"
   local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
-  until port_open "$KAFKA_PORT"; do
+  until port_open "$port"; do
     if ! kill -0 "$pid" 2>/dev/null; then
-      rm -f "$KAFKA_PID_FILE"
-      kafka_fail_logs
-      die "kafka: process exited during startup"
+      rm -f "$(node_pid_file "$n")"
+      kafka_fail_logs "$n"
+      die "kafka: node $n exited during startup"
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
-      kafka_fail_logs
-      die "kafka: not listening on $KAFKA_BOOTSTRAP after ${KAFKA_START_TIMEOUT}s (still running as pid $pid; 'down' stops it)"
+      kafka_fail_logs "$n"
+      die "kafka: node $n not listening on 127.0.0.1:$port after ${KAFKA_START_TIMEOUT}s (still running as pid $pid; 'down' stops it)"
     fi
     sleep 0.5
   done
-  say "kafka: listening (pid $pid)"
+  say "kafka: node $n listening on 127.0.0.1:$port (pid $pid)"
+}
+
+kafka_start() {
+  local n
+  for n in $(all_nodes); do kafka_launch "$n"; done
+  for n in $(all_nodes); do kafka_wait "$n"; done
 }
 
 kafka_fail_logs() {
-  local f
-  for f in "$LOG_DIR/kafka.out" "$LOG_DIR/kafka.log"; do
+  local f name
+  name="$(node_name "$1")"
+  for f in "$LOG_DIR/$name.out" "$LOG_DIR/$name.log"; do
     [ -s "$f" ] || continue
     printf -- '----- tail of %s -----\n' "$f" >&2
     tail -n 30 "$f" >&2
@@ -278,7 +368,8 @@ kafka_fail_logs() {
 # Create missing topics. One `--describe` call (which doubles as the
 # "broker really serves requests" check, retried until the deadline) tells
 # which exist; only missing ones are created, in parallel JVMs, because
-# TopicCommand creates one topic per invocation.
+# TopicCommand creates one topic per invocation. In cluster mode every topic gets
+# replication factor 3, min.insync.replicas 2 and no unclean leader election.
 kafka_topics_ensure() {
   local regex="" t name parts
   for t in "${KAFKA_TOPICS[@]}"; do
@@ -294,8 +385,8 @@ kafka_topics_ensure() {
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       cat "$RUN_DIR/topics.err" >&2
-      kafka_fail_logs
-      die "kafka: broker on $KAFKA_BOOTSTRAP does not answer admin requests"
+      kafka_fail_logs 1
+      die "kafka: brokers on $KAFKA_BOOTSTRAP do not answer admin requests"
     fi
     sleep 1
   done
@@ -314,9 +405,11 @@ kafka_topics_ensure() {
       fi
       continue
     fi
-    say "kafka: creating topic $name ($parts partitions)"
+    say "kafka: creating topic $name ($parts partitions, replication factor $KAFKA_REPLICATION, min.insync.replicas $KAFKA_MIN_ISR)"
     kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
-      --create --if-not-exists --topic "$name" --partitions "$parts" --replication-factor 1 \
+      --create --if-not-exists --topic "$name" --partitions "$parts" \
+      --replication-factor "$KAFKA_REPLICATION" --config "min.insync.replicas=$KAFKA_MIN_ISR" \
+      --config unclean.leader.election.enable=false \
       >"$RUN_DIR/topic-$name.out" 2>&1 &
     pids+=("$!")
     names+=("$name")
@@ -335,34 +428,65 @@ kafka_topics_ensure() {
   say "kafka: topics ok (${KAFKA_TOPICS[*]%%:*})"
 }
 
-kafka_stop() {
-  local pid
-  if ! pid="$(kafka_pid)"; then
-    rm -f "$KAFKA_PID_FILE"
-    say "kafka: not running"
+# Sends SIG (TERM: controlled shutdown, KILL: a crash) to node N and waits until it is
+# gone (SIGKILL after KAFKA_STOP_TIMEOUT).
+kafka_signal() {
+  local n="$1" sig="$2" pid
+  if ! pid="$(kafka_pid "$n")"; then
+    rm -f "$(node_pid_file "$n")"
+    say "kafka: node $n not running"
     return 0
   fi
-  say "kafka: stopping (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
+  say "kafka: stopping node $n (pid $pid, SIG$sig)"
+  kill "-$sig" "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
   while kill -0 "$pid" 2>/dev/null; do
     if [ "$SECONDS" -ge "$deadline" ]; then
-      warn "kafka: still running after ${KAFKA_STOP_TIMEOUT}s, sending SIGKILL"
+      warn "kafka: node $n still running after ${KAFKA_STOP_TIMEOUT}s, sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
       sleep 0.5
       break
     fi
-    sleep 0.5
+    sleep 0.2
   done
-  rm -f "$KAFKA_PID_FILE"
-  say "kafka: stopped"
+  rm -f "$(node_pid_file "$n")"
+  say "kafka: node $n stopped"
+}
+
+# Stops every node (of either mode: whatever pid files this data dir holds), in parallel.
+kafka_stop() {
+  local n pids=() saved="$KAFKA_NODES" modes=1
+  [ -n "$(ls "$RUN_DIR"/kafka-*.pid 2>/dev/null)" ] && modes="1 3"
+  for KAFKA_NODES in $modes; do
+    for n in $(all_nodes); do
+      [ -f "$(node_pid_file "$n")" ] || continue
+      kafka_signal "$n" TERM &
+      pids+=("$!")
+    done
+  done
+  KAFKA_NODES="$saved"
+  [ "${#pids[@]}" -gt 0 ] || { say "kafka: not running"; return 0; }
+  for n in "${pids[@]}"; do wait "$n" || true; done
 }
 
 kafka_up() {
   java_ensure
   kafka_libs_ensure
+  echo "$KAFKA_NODES" >"$DATA_DIR/kafka-nodes"
   kafka_start
   kafka_topics_ensure
+}
+
+# The node id of the active KRaft controller (the quorum's leader), on stdout.
+kafka_active_controller() {
+  local n out
+  for n in $(all_nodes); do
+    port_open "$(node_controller_port "$n")" || continue
+    out="$(kafka_tool org.apache.kafka.tools.MetadataQuorumCommand \
+      --bootstrap-controller "127.0.0.1:$(node_controller_port "$n")" describe --status 2>/dev/null)" || continue
+    printf '%s\n' "$out" | awk '$1 == "LeaderId:" { print $2; found = 1 } END { exit !found }' && return 0
+  done
+  return 1
 }
 
 # ---------------------------------------------------------------------------
@@ -538,11 +662,26 @@ cmd_down() {
 }
 
 cmd_status() {
-  local ok=0 pid state reach
+  local ok=0 pid state reach n port
 
-  if pid="$(kafka_pid)"; then state="running (pid $pid)"; else state="stopped"; ok=1; fi
-  if port_open "$KAFKA_PORT"; then reach="reachable on $KAFKA_BOOTSTRAP"; else reach="not reachable on $KAFKA_BOOTSTRAP"; ok=1; fi
-  printf 'kafka:    %s, %s\n' "$state" "$reach"
+  for n in $(all_nodes); do
+    port="$(node_port "$n")"
+    if pid="$(kafka_pid "$n")"; then state="running (pid $pid)"; else state="stopped"; ok=1; fi
+    if port_open "$port"; then reach="reachable on 127.0.0.1:$port"; else reach="not reachable on 127.0.0.1:$port"; ok=1; fi
+    if [ "$KAFKA_NODES" -eq 1 ]; then
+      printf 'kafka:    %s, %s\n' "$state" "$reach"
+    else
+      printf 'kafka-%s:  %s, %s\n' "$n" "$state" "$reach"
+    fi
+  done
+  if [ "$KAFKA_NODES" -gt 1 ]; then
+    java_ensure
+    if [ -f "$KAFKA_LIBS/.complete" ] && n="$(kafka_active_controller)"; then
+      printf 'kafka:    active controller: node %s\n' "$n"
+    else
+      printf 'kafka:    no active controller found\n'; ok=1
+    fi
+  fi
 
   if pg_find_bin && pg_running; then state="running (pid $(pg_pid || echo '?'))"; else state="stopped"; ok=1; fi
   if [ -n "$PG_BIN" ] && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -t 3; then
@@ -555,9 +694,32 @@ cmd_status() {
   [ "$ok" -eq 0 ] || return 3
 }
 
+cmd_node() {
+  local n="${1:-}" action="${2:-}"
+  kafka_check_node "$n"
+  ensure_dirs
+  case "$action" in
+    start)
+      java_ensure
+      kafka_libs_ensure
+      kafka_launch "$n"
+      kafka_wait "$n"
+      ;;
+    stop) kafka_signal "$n" TERM ;;
+    kill) kafka_signal "$n" KILL ;;
+    *) die "usage: $0 node N start|stop|kill" ;;
+  esac
+}
+
+cmd_controller() {
+  java_ensure
+  kafka_libs_ensure
+  kafka_active_controller || die "kafka: no controller answers on this stack's controller ports"
+}
+
 cmd_topics() {
   ensure_dirs
-  port_open "$KAFKA_PORT" || die "kafka: nothing listens on $KAFKA_BOOTSTRAP (run '$0 up' first)"
+  port_open "$KAFKA_PORT" || die "kafka: nothing listens on 127.0.0.1:$KAFKA_PORT (run '$0 up' first)"
   java_ensure
   kafka_libs_ensure
   case "${1:-}" in
@@ -595,6 +757,8 @@ main() {
     status) cmd_status "$@" ;;
     env) cmd_env "$@" ;;
     topics) cmd_topics "$@" ;;
+    node) cmd_node "$@" ;;
+    controller) cmd_controller "$@" ;;
     -h | --help | help) usage ;;
     *) usage ;;
   esac
