@@ -16,6 +16,9 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod stack;
+pub use stack::{KafkaCluster, PrivateStack};
+
 pub fn kafka_brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
 }
@@ -106,78 +109,6 @@ impl TestTopics {
             self.topics.dead_letter.as_str(),
         ];
         let _ = self.admin.delete_topics(&names, &AdminOptions::new()).await;
-    }
-}
-
-/// Kafka and/or PostgreSQL of a test's own, managed with `scripts/stack.sh` in a private
-/// data dir on free ports, so a test can stop and restart them without disturbing others.
-/// Dropping it stops everything it started and deletes the data dir.
-pub struct PrivateStack {
-    dir: std::path::PathBuf,
-    kafka_port: u16,
-    controller_port: u16,
-    pg_port: u16,
-}
-
-impl PrivateStack {
-    pub fn new() -> Self {
-        Self {
-            dir: std::env::temp_dir().join(unique("stack")),
-            kafka_port: free_port(),
-            controller_port: free_port(),
-            pg_port: free_port(),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> std::process::Command {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/stack.sh");
-        let mut command = std::process::Command::new("bash");
-        command
-            .arg(script)
-            .args(args)
-            .env("INGEST_STACK_DIR", &self.dir)
-            .env("INGEST_KAFKA_PORT", self.kafka_port.to_string())
-            .env(
-                "INGEST_KAFKA_CONTROLLER_PORT",
-                self.controller_port.to_string(),
-            )
-            .env("INGEST_PG_PORT", self.pg_port.to_string())
-            .env("INGEST_TOPIC_PARTITIONS", "1")
-            .env("INGEST_DLQ_PARTITIONS", "1")
-            .env("KAFKA_HEAP", "-Xms256m -Xmx256m");
-        command
-    }
-
-    /// Runs `scripts/stack.sh <args>` (e.g. `["up", "kafka"]`); panics with its output on failure.
-    /// Blocking: call it from `tokio::task::block_in_place` in a multi-thread test.
-    pub fn run(&self, args: &[&str]) {
-        let output = self.command(args).output().expect("run scripts/stack.sh");
-        assert!(
-            output.status.success(),
-            "stack.sh {args:?} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    pub fn kafka_brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.kafka_port)
-    }
-
-    pub fn database_url(&self) -> String {
-        format!("postgres://ingest@127.0.0.1:{}/ingest", self.pg_port)
-    }
-}
-
-impl Default for PrivateStack {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for PrivateStack {
-    fn drop(&mut self) {
-        let _ = self.command(&["down", "--purge"]).output();
     }
 }
 
@@ -426,7 +357,7 @@ fn wait_for_leaders(topics: &[String], partitions: i32) {
 }
 
 /// A free port on 127.0.0.1 (free when asked; a test binds it moments later).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
