@@ -464,12 +464,7 @@ fn service_names(resolved: &str) -> Vec<String> {
 fn env_value(block: &str, key: &str) -> Option<String> {
     block.lines().find_map(|line| {
         let value = line.trim_start().strip_prefix(key)?.strip_prefix(':')?;
-        Some(
-            value
-                .trim()
-                .trim_matches(|c: char| c == '"' || c == '\'')
-                .to_owned(),
-        )
+        Some(value.trim().trim_matches(['"', '\'']).to_owned())
     })
 }
 
@@ -543,6 +538,64 @@ fn kubernetes_manifests_validate_strictly() {
     }
     assert!(read("deploy/k8s/gateway.yaml").contains("kind: HorizontalPodAutoscaler"));
 
+    // The optional Kafka cluster has built-in kinds only: it validates strictly, and it is
+    // the replicated setup configmap.yaml points the pipeline at.
+    let output = must_pass(
+        "kubernetes-validate --strict (optional/kafka.yaml)",
+        Command::new(&validate)
+            .arg("--strict")
+            .arg(k8s.join("optional/kafka.yaml")),
+    );
+    assert!(
+        !output.contains("WARN") && !output.contains("ERROR"),
+        "{output}"
+    );
+    let kafka = read("deploy/k8s/optional/kafka.yaml");
+    let configmap = read("deploy/k8s/configmap.yaml");
+    let problems = k8s_kafka_problems(&kafka, &configmap);
+    assert!(
+        problems.is_empty(),
+        "deploy/k8s: Kafka is not replicated as documented:\n{}",
+        problems.join("\n")
+    );
+    // The replication check is not a no-op.
+    for (what, from, to) in [
+        ("one broker", "  replicas: 3\n", "  replicas: 1\n"),
+        (
+            "an ordered start",
+            "  podManagementPolicy: Parallel\n",
+            "  podManagementPolicy: OrderedReady\n",
+        ),
+        (
+            "min.insync.replicas 1",
+            "- name: KAFKA_MIN_INSYNC_REPLICAS\n              value: \"2\"",
+            "- name: KAFKA_MIN_INSYNC_REPLICAS\n              value: \"1\"",
+        ),
+        (
+            "brokers allowed on one node",
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            "preferredDuringSchedulingIgnoredDuringExecution",
+        ),
+        (
+            "topics with one replica",
+            "--replication-factor 3",
+            "--replication-factor 1",
+        ),
+    ] {
+        assert!(
+            !k8s_kafka_problems(&mutate(&kafka, from, to), &configmap).is_empty(),
+            "the replication check accepted optional/kafka.yaml with {what}"
+        );
+    }
+    assert!(
+        !k8s_kafka_problems(
+            &kafka,
+            &mutate(&configmap, ",kafka-2.kafka-headless.kafka.svc:9092", "")
+        )
+        .is_empty(),
+        "the replication check accepted a KAFKA_BROKERS of two brokers"
+    );
+
     let temp = TempDir::new();
     let gateway = read("deploy/k8s/gateway.yaml");
     for (what, from, to) in [
@@ -564,6 +617,124 @@ fn kubernetes_manifests_validate_strictly() {
         command.arg("--strict").arg(&broken);
         check_or_reject(&format!("kubernetes-validate ({what})"), from, &mut command);
     }
+    for (what, from, to) in [
+        ("unmodified copy: must pass", "", ""),
+        (
+            "misspelt field",
+            "  podManagementPolicy: Parallel",
+            "  podManagmentPolicy: Parallel",
+        ),
+        ("wrong type", "  replicas: 3\n", "  replicas: three\n"),
+        (
+            "missing required field",
+            "  selector:\n    matchLabels:\n      app.kubernetes.io/name: kafka\n  template:\n",
+            "  template:\n",
+        ),
+    ] {
+        let broken = temp.write("kafka.yaml", &mutate(&kafka, from, to));
+        let mut command = Command::new(&validate);
+        command.arg("--strict").arg(&broken);
+        check_or_reject(
+            &format!("kubernetes-validate (optional/kafka.yaml, {what})"),
+            from,
+            &mut command,
+        );
+    }
+}
+
+/// The brokers of deploy/k8s/optional/kafka.yaml, as the pipeline addresses them: pod N
+/// of StatefulSet `kafka` through headless Service `kafka-headless` in namespace `kafka`.
+const K8S_BROKERS: [&str; 3] = [
+    "kafka-0.kafka-headless.kafka.svc",
+    "kafka-1.kafka-headless.kafka.svc",
+    "kafka-2.kafka-headless.kafka.svc",
+];
+
+/// What keeps optional/kafka.yaml and configmap.yaml from being the replicated setup the
+/// README describes (empty if nothing): a StatefulSet of three combined KRaft nodes
+/// started in parallel, one quorum of all three, node ids from the pod ordinal, a volume
+/// per pod, one pod per node, at most one unavailable through disruptions, replication
+/// factor 3 and min.insync.replicas 2 (internal topics too), no unclean leader election;
+/// the topics created likewise; KAFKA_BROKERS listing the three.
+fn k8s_kafka_problems(manifest: &str, configmap: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for line in [
+        "kind: StatefulSet",
+        "  serviceName: kafka-headless",
+        "  replicas: 3",
+        "  podManagementPolicy: Parallel",
+        "  clusterIP: None",
+        "  publishNotReadyAddresses: true",
+        "  volumeClaimTemplates:",
+        "kind: PodDisruptionBudget",
+        "  maxUnavailable: 1",
+    ] {
+        if !manifest.lines().any(|l| l == line) {
+            problems.push(format!("optional/kafka.yaml lacks the line `{line}`"));
+        }
+    }
+    for needle in [
+        "fieldPath: metadata.labels['apps.kubernetes.io/pod-index']",
+        "podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n            - topologyKey: kubernetes.io/hostname\n",
+        "--replication-factor 3",
+        "--config min.insync.replicas=2",
+        "--config unclean.leader.election.enable=false",
+    ] {
+        if !manifest.contains(needle) {
+            problems.push(format!("optional/kafka.yaml lacks `{needle}`"));
+        }
+    }
+    let voters = K8S_BROKERS
+        .iter()
+        .enumerate()
+        .map(|(id, host)| format!("{id}@{host}:9093"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let bootstrap = K8S_BROKERS
+        .iter()
+        .map(|host| format!("{host}:9092"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for (name, want) in [
+        ("KAFKA_PROCESS_ROLES", "broker,controller"),
+        ("KAFKA_CONTROLLER_QUORUM_VOTERS", voters.as_str()),
+        (
+            "KAFKA_ADVERTISED_LISTENERS",
+            "PLAINTEXT://$(POD_NAME).kafka-headless.kafka.svc:9092",
+        ),
+        ("KAFKA_DEFAULT_REPLICATION_FACTOR", "3"),
+        ("KAFKA_MIN_INSYNC_REPLICAS", "2"),
+        ("KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE", "false"),
+        ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "3"),
+        ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "3"),
+        ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "2"),
+        // The topics Job's bootstrap servers.
+        ("BOOTSTRAP", bootstrap.as_str()),
+    ] {
+        let found = container_env(manifest, name);
+        if found.as_deref() != Some(want) {
+            problems.push(format!(
+                "optional/kafka.yaml: {name} is {found:?}, expected {want:?}"
+            ));
+        }
+    }
+    let found = env_value(configmap, "KAFKA_BROKERS");
+    if found.as_deref() != Some(bootstrap.as_str()) {
+        problems.push(format!(
+            "configmap.yaml: KAFKA_BROKERS is {found:?}, expected {bootstrap:?}"
+        ));
+    }
+    problems
+}
+
+/// The `value` of the first container environment variable `name` of a manifest (quotes
+/// removed); `None` if it is missing or set with `valueFrom`.
+fn container_env(manifest: &str, name: &str) -> Option<String> {
+    let entry = format!("- name: {name}");
+    let mut lines = manifest.lines();
+    lines.find(|l| l.trim() == entry.as_str())?;
+    let value = lines.next()?.trim().strip_prefix("value:")?;
+    Some(value.trim().trim_matches(['"', '\'']).to_owned())
 }
 
 #[test]
