@@ -97,15 +97,13 @@ impl Drill {
 }
 
 fn assert_all(exchanges: &[&Exchange], status: u16, when: &str) {
-    let other: Vec<u16> = exchanges
-        .iter()
-        .map(|e| e.status)
-        .filter(|s| *s != status)
-        .collect();
+    let mut other = std::collections::BTreeMap::<u16, usize>::new();
+    for e in exchanges.iter().filter(|e| e.status != status) {
+        *other.entry(e.status).or_default() += 1;
+    }
     assert!(
         other.is_empty(),
-        "{when}: every request answered {status}, but {} of {} were {other:?}",
-        other.len(),
+        "{when}: every request answered {status}, but of {} requests (status: count) {other:?}",
         exchanges.len()
     );
 }
