@@ -30,10 +30,16 @@ pub fn producer_config(config: &Config) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.kafka_brokers)
+        // Acknowledged only once every in-sync replica has the message; on a replicated
+        // topic with `min.insync.replicas=2` a partition with fewer replicas in sync
+        // refuses it (NOT_ENOUGH_REPLICAS) rather than acknowledging it.
         .set("acks", "all")
+        // Retries (of errors Kafka marks retriable: leader changes, NOT_ENOUGH_REPLICAS,
+        // request timeouts) then never write a message twice or out of order.
         .set("enable.idempotence", "true")
-        // librdkafka fails a message it could not deliver within this time; the
-        // request-level timeout of `Publisher` is a little longer so it sees that failure.
+        // librdkafka retries retriable errors until this time has passed since the
+        // message was handed to it, then fails the message; the request-level timeout
+        // of `Publisher` is a little longer so it sees that failure (503, never 202).
         .set(
             "message.timeout.ms",
             config.publish_timeout.as_millis().to_string(),
