@@ -107,8 +107,16 @@ impl Publisher {
         self.producer.in_flight_count()
     }
 
-    /// Whether the broker answers a metadata request in time (readiness).
+    /// Whether the broker answers a metadata request in time and the producer has not
+    /// met a fatal error (readiness). The idempotent producer raises a fatal error only
+    /// when it can no longer keep its no-duplicates, in-order promise (not for leader
+    /// changes or missing replicas, which it retries); it cannot publish again, so the
+    /// instance reports itself not ready and is replaced.
     pub async fn broker_reachable(&self) -> bool {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            tracing::error!(?code, %reason, "the Kafka producer met a fatal error; not ready");
+            return false;
+        }
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || {
             producer
