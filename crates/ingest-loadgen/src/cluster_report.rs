@@ -287,7 +287,9 @@ fn render(meta: &ClusterMeta, modes: &[(&str, ModeResults)], machine: &str) -> S
     for f in failures {
         let _ = writeln!(w, "- **Errors**: {f}");
     }
-    let _ = writeln!(w, "\n{END}");
+    // No newline after the end marker: the one after it in the file stays, so that
+    // re-rendering does not add a blank line each time.
+    let _ = write!(w, "\n{END}");
     s
 }
 
@@ -341,7 +343,7 @@ mod tests {
         };
         let text = render(&meta, &[("1 node", one), ("3 nodes", three)], "2 cores");
         assert!(text.starts_with(BEGIN), "{text}");
-        assert!(text.trim_end().ends_with(END), "{text}");
+        assert!(text.ends_with(END), "{text}");
         assert!(
             text.contains("| 1 node | — | 200,000 | 20.0 / 40.0 ms | 50,000 (25% of this mode's max) | 5.0 / 10.0 / 15.0 ms | 5.00 ms |"),
             "{text}"
@@ -356,6 +358,21 @@ mod tests {
         assert!(text.contains("gateway max 50%"), "{text}");
         assert!(text.contains("mean publish time +3.00 ms"), "{text}");
         assert!(text.contains("25% of the single node's max"), "{text}");
+    }
+
+    #[test]
+    fn rendering_twice_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("loadgen-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("BENCHMARKS.md");
+        std::fs::write(&out, "# B\n").unwrap();
+        write(&dir, &out).unwrap();
+        let once = std::fs::read_to_string(&out).unwrap();
+        write(&dir, &out).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), once);
+        assert!(once.starts_with("# B\n\n## Kafka: three nodes vs one\n\n<!-- cluster:begin"));
+        assert!(once.ends_with("<!-- cluster:end -->\n"), "{once}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
