@@ -9,7 +9,7 @@
 # (between its own markers; the rest of the file is left alone).
 #
 # Usage: scripts/bench-cluster.sh [--quick]
-#   --quick  5-10 s scenarios (about 3 minutes without the build instead of about 5),
+#   --quick  5-10 s scenarios (about 2½ minutes without the build instead of about 4),
 #            for trying a change
 #
 # Scenarios, per mode (results as JSON in target/bench/cluster/nodes-N/; the gateway's
