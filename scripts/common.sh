@@ -105,15 +105,20 @@ wait_ready() {
 # and PostgreSQL on ports of their own, so that a running dev stack is left alone.
 # ---------------------------------------------------------------------------
 
-# private_stack_env DIR KAFKA_PORT PG_PORT PARTITIONS: points scripts/stack.sh (and so
-# private_stack_up) at a stack in DIR on these ports (the KRaft controller on
-# KAFKA_PORT + 1).
+# private_stack_env DIR KAFKA_PORT PG_PORT PARTITIONS [NODES]: points scripts/stack.sh
+# (and so private_stack_up) at a stack in DIR on these ports (the KRaft controller on
+# KAFKA_PORT + 1). NODES (1 or 3) sets INGEST_KAFKA_NODES, the Kafka mode; a cluster's
+# node N listens on KAFKA_PORT + 10(N-1), its controller on KAFKA_PORT + 1 + 10(N-1).
+# Without NODES, INGEST_KAFKA_NODES is left as it is (stack.sh's default: one node).
 private_stack_env() {
   export INGEST_STACK_DIR="$1"
   export INGEST_KAFKA_PORT="$2"
   export INGEST_KAFKA_CONTROLLER_PORT="$(($2 + 1))"
   export INGEST_PG_PORT="$3"
   export INGEST_TOPIC_PARTITIONS="$4"
+  if [ -n "${5:-}" ]; then
+    export INGEST_KAFKA_NODES="$5"
+  fi
 }
 
 # private_stack_up: starts the stack of private_stack_env empty (purging what an earlier

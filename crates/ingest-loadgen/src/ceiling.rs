@@ -32,6 +32,9 @@ type EncodedBatch = Vec<(String, Vec<u8>)>;
 pub struct ProducerReport {
     pub topic: String,
     pub partitions: i32,
+    /// Replicas per partition of the scratch topic: those of the events topic.
+    #[serde(default)]
+    pub replication_factor: i32,
     pub batch_size: usize,
     pub concurrency: usize,
     pub duration_s: f64,
@@ -53,7 +56,9 @@ pub struct CopyReport {
 }
 
 /// Publishes pre-encoded event envelopes to a scratch topic with the same partition count
-/// as the events topic, `concurrency` batches in flight, each awaited whole like a request.
+/// and replication factor as the events topic (its `min.insync.replicas` is the broker's
+/// default, as the events topic's is when created by `scripts/stack.sh`), `concurrency`
+/// batches in flight, each awaited whole like a request.
 pub async fn producer(
     gateway: &ingest_gateway::config::Config,
     workload: &Workload,
@@ -70,10 +75,11 @@ pub async fn producer(
             Timeout::After(Duration::from_secs(10)),
         )
         .context("reading the events topic's metadata")?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len() as i32);
+    let events = metadata.topics().first();
+    let partitions = events.map_or(0, |t| t.partitions().len() as i32);
+    let replication_factor = events
+        .and_then(|t| t.partitions().first())
+        .map_or(1, |p| p.replicas().len().max(1) as i32);
     anyhow::ensure!(
         partitions > 0,
         "topic {} not found: is the stack up?",
@@ -87,7 +93,7 @@ pub async fn producer(
             &[NewTopic::new(
                 &topic,
                 partitions,
-                TopicReplication::Fixed(1),
+                TopicReplication::Fixed(replication_factor),
             )],
             &options,
         )
@@ -178,6 +184,7 @@ pub async fn producer(
     Ok(ProducerReport {
         topic,
         partitions,
+        replication_factor,
         batch_size: workload.batch_size,
         concurrency,
         duration_s: secs,

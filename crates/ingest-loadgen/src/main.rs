@@ -8,13 +8,16 @@
 //! - `abuse`: one attack on a gateway (stalled bodies, idle connections, slowloris,
 //!   unknown tokens) while a healthy client writes;
 //! - `abuse-report`: `BENCHMARKS.md`'s abuse section from a run of
-//!   `scripts/bench-abuse.sh`.
+//!   `scripts/bench-abuse.sh`;
+//! - `cluster-report`: `BENCHMARKS.md`'s three-nodes-vs-one section from a run of
+//!   `scripts/bench-cluster.sh`.
 //!
 //! Every command prints progress on stderr and its result as JSON on stdout (or into
 //! `--json-out`).
 
 mod abuse;
 mod ceiling;
+mod cluster_report;
 mod drain;
 mod e2e;
 mod http;
@@ -66,6 +69,9 @@ enum Command {
     /// Render BENCHMARKS.md's abuse section from a results directory of
     /// scripts/bench-abuse.sh.
     AbuseReport(ReportArgs),
+    /// Render BENCHMARKS.md's three-nodes-vs-one section from a results directory of
+    /// scripts/bench-cluster.sh.
+    ClusterReport(ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +289,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Report(args) => report::write(&args.results, &args.out),
         Command::Abuse(args) => abuse::run(args).await,
         Command::AbuseReport(args) => abuse::render::write(&args.results, &args.out),
+        Command::ClusterReport(args) => cluster_report::write(&args.results, &args.out),
     }
 }
 
