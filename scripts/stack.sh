@@ -227,9 +227,15 @@ kafka_check_node() {
 }
 
 # A Kafka UUID (base64url of 16 random bytes, as StorageTool random-uuid prints) without
-# starting a JVM.
+# starting a JVM. Like Kafka's own Uuid.randomUuid, never one that starts with '-': the
+# tools would read it as an option.
 kafka_uuid() {
-  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+  local id
+  while :; do
+    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    [[ "$id" == -* ]] || break
+  done
+  printf '%s' "$id"
 }
 
 kafka_render_config() {
