@@ -16,7 +16,9 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod database;
 mod stack;
+pub use database::PrivateDatabase;
 pub use stack::{KafkaCluster, PrivateStack};
 
 pub fn kafka_brokers() -> String {

@@ -10,6 +10,7 @@
 //! | `INGEST_WORKER_BATCH_MAX_MESSAGES` | `5000` | most messages persisted in one transaction |
 //! | `INGEST_WORKER_BATCH_MAX_WAIT_MS` | `50` | longest a batch waits to fill once its first message arrived |
 //! | `INGEST_WORKER_SESSION_TIMEOUT_MS` | `10000` | consumer group session timeout: how long a worker that died without leaving keeps its partitions |
+//! | `INGEST_WORKER_MAINTENANCE_INTERVAL_SECS` | `600` | how often the maintenance job runs (tombstone purge; one worker at a time, the others skip); `0` turns the schedule off (then run `ingestctl maintain` from a scheduler) |
 //! | `INGEST_WORKER_ADDR` | `127.0.0.1:9091` | listen address of `/healthz`, `/readyz`, `/metrics` |
 //! | `INGEST_LOG_FORMAT` | `json` | `json` or `pretty` |
 //! | `RUST_LOG` | `info` | log filter |
@@ -31,6 +32,8 @@ pub struct Config {
     pub batch_max_messages: usize,
     pub batch_max_wait: Duration,
     pub session_timeout: Duration,
+    /// `None` when the schedule is off.
+    pub maintenance_interval: Option<Duration>,
     pub listen_addr: SocketAddr,
     pub log_format: LogFormat,
 }
@@ -47,6 +50,7 @@ impl std::fmt::Debug for Config {
             .field("batch_max_messages", &self.batch_max_messages)
             .field("batch_max_wait", &self.batch_max_wait)
             .field("session_timeout", &self.session_timeout)
+            .field("maintenance_interval", &self.maintenance_interval)
             .field("listen_addr", &self.listen_addr)
             .field("log_format", &self.log_format)
             .finish()
@@ -84,6 +88,12 @@ impl Config {
             session_timeout: Duration::from_millis(
                 vars.parse("INGEST_WORKER_SESSION_TIMEOUT_MS", "10000")?,
             ),
+            maintenance_interval: match vars
+                .parse::<u64>("INGEST_WORKER_MAINTENANCE_INTERVAL_SECS", "600")?
+            {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             listen_addr: vars.parse("INGEST_WORKER_ADDR", "127.0.0.1:9091")?,
             log_format: vars.log_format()?,
         })
@@ -101,6 +111,12 @@ mod tests {
         assert_eq!(c.topics.contacts, "ingest.contacts");
         assert_eq!(c.group_id, "ingest-worker");
         assert_eq!(c.batch_max_messages, 5000);
+        assert_eq!(c.maintenance_interval, Some(Duration::from_secs(600)));
+        let off = Config::from_lookup(|n| {
+            (n == "INGEST_WORKER_MAINTENANCE_INTERVAL_SECS").then(|| "0".into())
+        })
+        .unwrap();
+        assert_eq!(off.maintenance_interval, None);
     }
 
     #[test]

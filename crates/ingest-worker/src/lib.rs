@@ -6,12 +6,14 @@
 //! - [`persist`]: every SQL statement, and the embedded migrations.
 //! - [`dead_letter`]: the dead-letter topic.
 //! - [`lag`]: consumer lag per partition.
+//! - [`lifecycle`]: the maintenance job (tombstone purge), on a schedule.
 //! - [`metrics`]: every exported metric name.
 
 pub mod config;
 pub mod consume;
 pub mod dead_letter;
 pub mod lag;
+pub mod lifecycle;
 pub mod metrics;
 pub mod persist;
 
@@ -56,6 +58,8 @@ pub enum StartupError {
 /// A worker with its clients created and its operations port bound.
 pub struct Worker {
     consume: ConsumeLoop,
+    /// `None`: the schedule is off (`INGEST_WORKER_MAINTENANCE_INTERVAL_SECS=0`).
+    maintenance_interval: Option<Duration>,
     listener: TcpListener,
     health: HealthState,
 }
@@ -112,6 +116,7 @@ impl Worker {
                 batch_max_wait: config.batch_max_wait,
             },
             listener,
+            maintenance_interval: config.maintenance_interval,
             health: HealthState {
                 consumer,
                 pool,
@@ -150,6 +155,13 @@ impl Worker {
             self.health.consumer.clone(),
             shutdown.clone(),
         ));
+        if let Some(interval) = self.maintenance_interval {
+            tokio::spawn(lifecycle::run_periodically(
+                self.health.pool.clone(),
+                interval,
+                shutdown.clone(),
+            ));
+        }
         let consume_stop = shutdown.clone();
         tokio::spawn(async move {
             consume_stop.cancelled().await;

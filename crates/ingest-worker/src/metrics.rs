@@ -16,6 +16,14 @@ pub const END_TO_END_LATENCY_SECONDS: &str = "ingest_worker_end_to_end_latency_s
 pub const CONSUMER_LAG_MESSAGES: &str = "ingest_worker_consumer_lag_messages";
 /// Offset commits that failed (the messages will be redelivered; effects are idempotent).
 pub const COMMIT_FAILURES_TOTAL: &str = "ingest_worker_commit_failures_total";
+/// Maintenance runs (crate::lifecycle), by `outcome`: ok, error, or skipped (another
+/// worker's run held the lock).
+pub const MAINTENANCE_RUNS_TOTAL: &str = "ingest_worker_maintenance_runs_total";
+/// When this worker's last maintenance run succeeded (Unix seconds).
+pub const MAINTENANCE_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "ingest_worker_maintenance_last_success_timestamp_seconds";
+/// Tombstones of deleted contacts purged past the horizon.
+pub const TOMBSTONES_PURGED_TOTAL: &str = "ingest_worker_tombstones_purged_total";
 
 /// Registers the HELP text of every metric above (Prometheus' `# HELP` lines), once the
 /// recorder is installed.
@@ -42,5 +50,17 @@ pub fn describe() {
     describe_counter!(
         COMMIT_FAILURES_TOTAL,
         "Offset commits that failed (the messages will be redelivered)."
+    );
+    describe_counter!(
+        MAINTENANCE_RUNS_TOTAL,
+        "Maintenance runs, by outcome (ok, error, skipped: another worker's run held the lock)."
+    );
+    describe_gauge!(
+        MAINTENANCE_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        "Unix time of this worker's last successful maintenance run."
+    );
+    describe_counter!(
+        TOMBSTONES_PURGED_TOTAL,
+        "Tombstones of deleted contacts purged past the horizon."
     );
 }

@@ -1,0 +1,174 @@
+//! The maintenance job (`ingest_worker::lifecycle`) against the real PostgreSQL, each test
+//! in a database of its own (the job looks at every tenant's rows): tombstones past the
+//! horizon are purged after the horizon is announced, nothing younger is touched, a second
+//! run changes nothing, one run at a time, and the worker runs it on its schedule.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use ingest_testkit::{wait_for, PrivateDatabase, TestTopics, TestWorker};
+use ingest_worker::lifecycle::{maintain, Report};
+use sqlx::PgPool;
+
+/// `count` tombstones of project `p`, deleted `age` before `now`.
+async fn tombstones(pool: &PgPool, label: &str, count: i64, now: DateTime<Utc>, age: TimeDelta) {
+    sqlx::query(
+        "INSERT INTO contact_tombstones (project, datasource, user_id, version, deleted_at)
+         SELECT 'p', 'web', $1 || '-' || n, n, $2 FROM generate_series(1, $3) AS n",
+    )
+    .bind(label)
+    .bind(now - age)
+    .bind(count)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn left(pool: &PgPool, label: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM contact_tombstones WHERE user_id LIKE $1 || '-%'")
+        .bind(label)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn purged_before(pool: &PgPool) -> DateTime<Utc> {
+    sqlx::query_scalar("SELECT tombstones_purged_before FROM lifecycle_state")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+fn days(n: i64) -> TimeDelta {
+    TimeDelta::days(n)
+}
+
+#[tokio::test]
+async fn tombstones_past_the_horizon_are_purged_and_younger_ones_kept() {
+    let db = PrivateDatabase::create().await;
+    let now = Utc::now().trunc_subsecs(6); // PostgreSQL keeps microseconds
+                                           // More than one purge chunk of old ones, so the loop is exercised.
+    tombstones(
+        &db.pool,
+        "old",
+        25_000,
+        now,
+        days(30) + TimeDelta::minutes(1),
+    )
+    .await;
+    tombstones(&db.pool, "young", 3, now, days(30) - TimeDelta::minutes(1)).await;
+
+    let report = maintain(&db.pool, now).await.unwrap();
+    assert_eq!(
+        report,
+        Report {
+            ran: true,
+            tombstones_purged: 25_000,
+            tombstones_purged_before: Some(now - days(30)),
+        }
+    );
+    assert_eq!(
+        (left(&db.pool, "old").await, left(&db.pool, "young").await),
+        (0, 3)
+    );
+    assert_eq!(purged_before(&db.pool).await, now - days(30));
+
+    // Again: nothing left to do.
+    let again = maintain(&db.pool, now).await.unwrap();
+    assert_eq!(again.tombstones_purged, 0);
+    // A clock that went back never lowers the horizon.
+    let earlier = maintain(&db.pool, now - days(2)).await.unwrap();
+    assert_eq!(earlier.tombstones_purged_before, Some(now - days(30)));
+    assert_eq!(left(&db.pool, "young").await, 3);
+
+    let (started, finished, error): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<String>) =
+        sqlx::query_as(
+            "SELECT last_run_started_at, last_run_finished_at, last_run_error FROM lifecycle_state",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (started.is_some(), finished.is_some(), error),
+        (true, true, None)
+    );
+}
+
+#[tokio::test]
+async fn a_shorter_horizon_takes_effect_at_the_next_run() {
+    let db = PrivateDatabase::create().await;
+    let now = Utc::now().trunc_subsecs(6); // PostgreSQL keeps microseconds
+    tombstones(&db.pool, "ten-days", 2, now, days(10)).await;
+    assert_eq!(maintain(&db.pool, now).await.unwrap().tombstones_purged, 0);
+
+    sqlx::query("UPDATE lifecycle_settings SET tombstone_horizon_days = 7")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(maintain(&db.pool, now).await.unwrap().tombstones_purged, 2);
+    assert_eq!(purged_before(&db.pool).await, now - days(7));
+}
+
+#[tokio::test]
+async fn one_run_at_a_time_the_others_skip() {
+    let db = PrivateDatabase::create().await;
+    let now = Utc::now().trunc_subsecs(6); // PostgreSQL keeps microseconds
+    tombstones(&db.pool, "old", 5, now, days(40)).await;
+
+    let mut holder = db.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('ingest-worker:maintenance', 0))")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let skipped = maintain(&db.pool, now).await.unwrap();
+    assert!(!skipped.ran);
+    assert_eq!(left(&db.pool, "old").await, 5);
+    let untouched: bool =
+        sqlx::query_scalar("SELECT tombstones_purged_before = '-infinity' FROM lifecycle_state")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(untouched, "a skipped run announces no horizon");
+
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended('ingest-worker:maintenance', 0))")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    assert_eq!(maintain(&db.pool, now).await.unwrap().tombstones_purged, 5);
+}
+
+#[tokio::test]
+async fn the_worker_runs_the_job_on_its_schedule() {
+    let db = PrivateDatabase::create().await;
+    let topics = TestTopics::create(1).await;
+    tombstones(&db.pool, "old", 4, Utc::now(), days(31)).await;
+    let worker = TestWorker::spawn(
+        &topics,
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("INGEST_WORKER_MAINTENANCE_INTERVAL_SECS", "1"),
+        ],
+    )
+    .await;
+    wait_for(
+        "the worker's maintenance run",
+        Duration::from_secs(30),
+        || async { (left(&db.pool, "old").await == 0).then_some(()) },
+    )
+    .await;
+    // A later tombstone that ages past the horizon goes at a later run, not only at start-up.
+    tombstones(&db.pool, "later", 1, Utc::now(), days(31)).await;
+    wait_for(
+        "a later maintenance run",
+        Duration::from_secs(30),
+        || async { (left(&db.pool, "later").await == 0).then_some(()) },
+    )
+    .await;
+    let metrics = ingest_testkit::metrics_text(&worker.ops_url).await;
+    assert!(
+        metrics.contains("ingest_worker_maintenance_runs_total{outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    worker.stop().await;
+    topics.delete().await;
+}
