@@ -172,3 +172,65 @@ async fn the_worker_runs_the_job_on_its_schedule() {
     worker.stop().await;
     topics.delete().await;
 }
+
+/// Why a purge needs the replay guard (`ingestctl replay` refuses to rewind past the
+/// horizon, tested in crates/ingestctl/tests/lifecycle.rs): the tombstone is what keeps an
+/// old upsert delivered again from bringing a deleted contact back, and once it is purged
+/// nothing does.
+#[tokio::test]
+async fn a_purged_tombstone_no_longer_stops_a_redelivered_old_upsert() {
+    use ingest_types::{Envelope, Operation, ENVELOPE_VERSION};
+    use ingest_worker::persist::Batch;
+
+    let db = PrivateDatabase::create().await;
+    let envelope = |op| Envelope {
+        v: ENVELOPE_VERSION,
+        project: "p".into(),
+        datasource: "web".into(),
+        user_id: "U".into(),
+        received_at: Utc::now(),
+        request_id: "r".into(),
+        sync_id: None,
+        op,
+    };
+    let upsert = envelope(Operation::UpsertContact {
+        attributes: serde_json::json!({"plan": "pro"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    });
+    let delete = envelope(Operation::DeleteContact);
+    let persist = |offset: i64, e: &Envelope| {
+        let batch = Batch::from_envelopes([(offset, e)]);
+        let pool = db.pool.clone();
+        async move { batch.persist(&pool).await.unwrap() }
+    };
+    let contacts = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM contacts WHERE user_id = 'U'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    persist(10, &upsert).await;
+    persist(11, &delete).await;
+    persist(10, &upsert).await; // redelivered: the tombstone (version 11) wins
+    assert_eq!(contacts().await, 0);
+
+    sqlx::query("UPDATE contact_tombstones SET deleted_at = now() - interval '31 days'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        maintain(&db.pool, Utc::now())
+            .await
+            .unwrap()
+            .tombstones_purged,
+        1
+    );
+    persist(10, &upsert).await; // the same redelivery after the purge
+    assert_eq!(
+        contacts().await,
+        1,
+        "resurrected: what the replay guard prevents"
+    );
+}

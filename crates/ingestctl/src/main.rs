@@ -3,6 +3,7 @@
 
 mod db;
 mod kafka;
+mod lifecycle;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -74,6 +75,13 @@ enum Command {
     /// could never persist, with the reason and their origin.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Data lifecycle settings (the tombstone purge horizon) and what the workers'
+    /// maintenance job did and will do next.
+    #[command(subcommand)]
+    Retention(lifecycle::RetentionCommand),
+    /// Run the workers' maintenance job now (it also runs in every worker on a schedule;
+    /// one run at a time: this one reports "skipped" while another runs).
+    Maintain,
     /// Rewind the workers' consumer group on <PREFIX>.contacts and <PREFIX>.events to a
     /// point in time, so the workers consume everything since then again.
     ///
@@ -84,6 +92,10 @@ enum Command {
     ///
     /// Stop every worker of the group first: a group with active members refuses the new
     /// offsets, and replay then fails without changing anything.
+    ///
+    /// Refused when --from is before the tombstone purge horizon (`retention show`) plus
+    /// one hour: the tombstones that keep a replayed old upsert from bringing a deleted
+    /// contact back may be gone. Reads the database for that (fails when it cannot).
     ///
     /// Replaying is safe: the worker's writes are idempotent (events are stored once per
     /// event id; contact writes are versioned by their Kafka offset, and a write whose
@@ -346,14 +358,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let kafka = kafka::Kafka::new(&cli.kafka_brokers, &cli.topic_prefix);
             return dlq(&kafka, out, command).await;
         }
-        Command::Replay {
-            from,
-            group,
-            dry_run,
-        } => {
-            let kafka = kafka::Kafka::new(&cli.kafka_brokers, &cli.topic_prefix);
-            return replay(&kafka, out, &from, &group, dry_run);
-        }
         command => command,
     };
     let pool = PgPoolOptions::new()
@@ -363,6 +367,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .context("connecting to the database (is DATABASE_URL right, and is PostgreSQL up?)")?;
     match command {
+        Command::Replay {
+            from,
+            group,
+            dry_run,
+        } => {
+            let from = parse_from(&from)?;
+            lifecycle::check_replay_from(&pool, from).await?;
+            let kafka = kafka::Kafka::new(&cli.kafka_brokers, &cli.topic_prefix);
+            replay(&kafka, out, from, &group, dry_run)?;
+        }
+        Command::Retention(lifecycle::RetentionCommand::Show) => {
+            let r = lifecycle::show(&pool).await?;
+            out.print(&r, || lifecycle::print_retention(&r))?;
+        }
+        Command::Retention(lifecycle::RetentionCommand::Set { tombstone_days }) => {
+            let r = lifecycle::set(&pool, tombstone_days).await?;
+            out.print(&r, || lifecycle::print_retention(&r))?;
+        }
+        Command::Maintain => {
+            let report = ingest_worker::lifecycle::maintain(&pool, Utc::now()).await?;
+            out.print(&report, || {
+                if report.ran {
+                    println!("tombstones purged: {}", report.tombstones_purged);
+                } else {
+                    println!("skipped: another maintenance run holds the lock");
+                }
+            })?;
+        }
         Command::Migrate => migrate(&pool, out).await?,
         Command::Project(ProjectCommand::Create { id }) => {
             let p = db::create_project(&pool, &id).await?;
@@ -475,7 +507,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
         }
         Command::Spec(command) => spec(&pool, out, command).await?,
-        Command::Dlq(_) | Command::Replay { .. } => unreachable!("handled without the database"),
+        Command::Dlq(_) => unreachable!("handled without the database"),
     }
     Ok(())
 }
@@ -560,20 +592,23 @@ async fn dlq(kafka: &kafka::Kafka, out: Output, command: DlqCommand) -> anyhow::
     Ok(())
 }
 
-fn replay(
-    kafka: &kafka::Kafka,
-    out: Output,
-    from: &str,
-    group: &str,
-    dry_run: bool,
-) -> anyhow::Result<()> {
-    let from = DateTime::parse_from_rfc3339(from)
+fn parse_from(from: &str) -> anyhow::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(from)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
             anyhow::anyhow!(
                 "invalid --from {from:?}: {e} (expected RFC 3339, e.g. 2026-11-24T09:00:00Z)"
             )
-        })?;
+        })
+}
+
+fn replay(
+    kafka: &kafka::Kafka,
+    out: Output,
+    from: DateTime<Utc>,
+    group: &str,
+    dry_run: bool,
+) -> anyhow::Result<()> {
     let report = kafka.replay(group, from, dry_run)?;
     out.print(&report, || {
         let opt = |o: Option<i64>| o.map_or_else(|| "-".into(), |o| o.to_string());
