@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use crate::{database_url, unique};
 
-/// A new database with every migration applied; dropped (connections and all) on drop.
+/// A new database with migrations applied; dropped (connections and all) on drop.
 pub struct PrivateDatabase {
     name: String,
     pub url: String,
@@ -16,6 +16,12 @@ pub struct PrivateDatabase {
 
 impl PrivateDatabase {
     pub async fn create() -> Self {
+        Self::create_with(&ingest_worker::persist::MIGRATOR).await
+    }
+
+    /// A new database with the migrations of `migrator` applied (e.g. only the first
+    /// few, to test a later one on a populated database).
+    pub async fn create_with(migrator: &sqlx::migrate::Migrator) -> Self {
         let name = unique("ingest_t").replace('-', "_");
         let admin = admin_pool().await;
         sqlx::query(&format!("CREATE DATABASE \"{name}\""))
@@ -29,10 +35,7 @@ impl PrivateDatabase {
             .connect(&url)
             .await
             .expect("connect to the private database");
-        ingest_worker::persist::MIGRATOR
-            .run(&pool)
-            .await
-            .expect("apply migrations");
+        migrator.run(&pool).await.expect("apply migrations");
         Self { name, url, pool }
     }
 }

@@ -7,11 +7,12 @@
 //!   user's writes share one partition, so offsets order them as they were accepted):
 //!   a row or tombstone with an equal or newer version is never overwritten, so a
 //!   redelivered or replayed older write changes nothing;
-//! - events are inserted with `ON CONFLICT DO NOTHING`: a redelivered event is a no-op.
+//! - events are stored once per (project, datasource, `_event_id`) within the retention
+//!   period, through the deduplication of [`events`]: a redelivered, replayed or retried
+//!   event is a no-op.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use ingest_types::envelope::COMMITTED_CHANNEL;
 use ingest_types::{Envelope, Operation};
 use serde_json::{Map, Value};
@@ -20,9 +21,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 /// The migrations under the workspace's `migrations/`, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
-/// The statement events are written with; its input is [`Batch::events_csv`].
-pub const COPY_EVENTS: &str = "COPY events (project, datasource, event_id, user_id, event_type, \
-     event_date, parameters, received_at) FROM STDIN (FORMAT csv)";
+mod events;
+use events::EventColumns;
+pub use events::{event_key, COPY_EVENTS};
 
 /// The net effect of a batch's writes on one contact.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,18 +49,6 @@ pub struct Batch {
     /// The Kafka partitions (`topic/partition`) the contact writes came from, locked for
     /// the transaction (see [`Batch::locking_partitions`]).
     partition_locks: Vec<String>,
-}
-
-#[derive(Debug, Default)]
-struct EventColumns {
-    project: Vec<String>,
-    datasource: Vec<String>,
-    event_id: Vec<String>,
-    user_id: Vec<String>,
-    event_type: Vec<String>,
-    event_date: Vec<DateTime<Utc>>,
-    parameters: Vec<Value>,
-    received_at: Vec<DateTime<Utc>>,
 }
 
 impl Batch {
@@ -88,15 +77,9 @@ impl Batch {
                     event_date,
                     parameters,
                 } => {
-                    let e = &mut batch.events;
-                    e.project.push(env.project.clone());
-                    e.datasource.push(env.datasource.clone());
-                    e.event_id.push(event_id.clone());
-                    e.user_id.push(env.user_id.clone());
-                    e.event_type.push(event_type.clone());
-                    e.event_date.push(*event_date);
-                    e.parameters.push(Value::Object(parameters.clone()));
-                    e.received_at.push(env.received_at);
+                    batch
+                        .events
+                        .push(env, event_id, event_type, *event_date, parameters);
                     None
                 }
             };
@@ -129,7 +112,7 @@ impl Batch {
                 }
             }
         }
-        batch.events_csv = batch.events.to_csv();
+        batch.events_csv = batch.events.to_csv(None);
         batch
     }
 
@@ -178,7 +161,7 @@ impl Batch {
             .await?;
         }
         self.write_contacts(&mut tx).await?;
-        self.write_events(&mut tx).await?;
+        events::write(&mut tx, &self.events, &self.events_csv).await?;
         self.announce_synced(&mut tx).await?;
         tx.commit().await
     }
@@ -306,121 +289,6 @@ impl Batch {
         }
         Ok(())
     }
-
-    /// Events go in with `COPY` (about twice as fast as an `INSERT` per row here, see
-    /// BENCHMARKS.md) inside a savepoint. An event delivered before (a redelivery, a
-    /// replay, a client retrying an accepted batch) makes the COPY fail with a unique
-    /// violation; the savepoint is then rolled back and the batch goes in with
-    /// `INSERT ... ON CONFLICT DO NOTHING` instead, so the effect is the same either way.
-    async fn write_events(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
-        let e = &self.events;
-        if e.event_id.is_empty() {
-            return Ok(());
-        }
-        {
-            use sqlx::Acquire;
-            let mut savepoint = tx.begin().await?;
-            match self.copy_events(&mut savepoint).await {
-                Ok(()) => return savepoint.commit().await,
-                Err(err)
-                    if err
-                        .as_database_error()
-                        .is_some_and(|db| db.is_unique_violation()) =>
-                {
-                    savepoint.rollback().await?
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        sqlx::query(
-            "INSERT INTO events
-                 (project, datasource, event_id, user_id, event_type, event_date, parameters, received_at)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::timestamptz[], $7::jsonb[], $8::timestamptz[])
-             ON CONFLICT (project, datasource, event_id) DO NOTHING",
-        )
-        .bind(&e.project)
-        .bind(&e.datasource)
-        .bind(&e.event_id)
-        .bind(&e.user_id)
-        .bind(&e.event_type)
-        .bind(&e.event_date)
-        .bind(&e.parameters)
-        .bind(&e.received_at)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-
-    async fn copy_events(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
-        let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
-        if let Err(err) = copy.send(self.events_csv.as_slice()).await {
-            let _ = copy.abort("send failed").await;
-            return Err(err);
-        }
-        copy.finish().await.map(|_rows| ())
-    }
-}
-
-/// A timestamp as PostgreSQL reads it back exactly (microseconds, UTC).
-struct Rfc3339(DateTime<Utc>);
-
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
-    }
-}
-
-/// One CSV record, every field quoted (`"` doubled), so any text round-trips: an empty
-/// string stays an empty string (unquoted empty would be NULL) and commas, quotes and
-/// newlines inside values are data.
-fn csv_record(out: &mut Vec<u8>, fields: &[&dyn std::fmt::Display]) {
-    use std::fmt::Write;
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'"');
-        let _ = write!(QuoteDoubling(out), "{field}");
-        out.push(b'"');
-    }
-    out.push(b'\n');
-}
-
-/// Writes text into a CSV field as it is formatted, doubling every `"`.
-struct QuoteDoubling<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for QuoteDoubling<'_> {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        let mut rest = text;
-        while let Some(at) = rest.find('"') {
-            self.0.extend_from_slice(&rest.as_bytes()[..=at]);
-            self.0.push(b'"');
-            rest = &rest[at + 1..];
-        }
-        self.0.extend_from_slice(rest.as_bytes());
-        Ok(())
-    }
-}
-
-impl EventColumns {
-    fn to_csv(&self) -> Vec<u8> {
-        let mut csv = Vec::with_capacity(self.event_id.len() * 400);
-        for i in 0..self.event_id.len() {
-            let fields: [&dyn std::fmt::Display; 8] = [
-                &self.project[i],
-                &self.datasource[i],
-                &self.event_id[i],
-                &self.user_id[i],
-                &self.event_type[i],
-                &Rfc3339(self.event_date[i]),
-                &self.parameters[i],
-                &Rfc3339(self.received_at[i]),
-            ];
-            csv_record(&mut csv, &fields);
-        }
-        csv
-    }
 }
 
 /// Column arrays of contact writes, for `UNNEST`.
@@ -479,6 +347,7 @@ pub fn is_permanent(err: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
     use ingest_types::ENVELOPE_VERSION;
     use serde_json::json;
 
@@ -503,20 +372,6 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
-    }
-
-    #[test]
-    fn csv_records_quote_every_field() {
-        let mut out = Vec::new();
-        let json = json!({"q": "say \"hi\", then\nleave"});
-        let fields: [&dyn std::fmt::Display; 3] = [&"a,b", &"", &json];
-        csv_record(&mut out, &fields);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "\"a,b\",\"\",\"{\"\"q\"\":\"\"say \\\"\"hi\\\"\", then\\nleave\"\"}\"\n"
-        );
-        let ts: DateTime<Utc> = "2026-11-24T10:00:00.123456789Z".parse().unwrap();
-        assert_eq!(Rfc3339(ts).to_string(), "2026-11-24T10:00:00.123456Z");
     }
 
     #[test]

@@ -1,0 +1,345 @@
+//! Events: the partitioned `events` table and its deduplication (migration
+//! `20261202000002_partitioned_events.sql`).
+//!
+//! `events` is partitioned by the day the gateway received an event, so no unique index
+//! on it can catch a client's retry (received later, maybe another day). An event is
+//! stored once per (project, datasource, `_event_id`) through `event_ids`: a 128-bit key of
+//! the three, in *generations* (consecutive ranges of receipt days, each as wide as the
+//! retention was when it was created). In one transaction with the rows:
+//!
+//! 1. the batch's events are folded by key (the first stays) when the batch is built;
+//! 2. their keys go into the generation of their receipt day, `ON CONFLICT DO NOTHING`
+//!    (`RETURNING` tells which are new): a redelivery, a replay or a retry within the
+//!    same generation is caught by the primary key;
+//! 3. the new keys are looked up in every other generation that overlaps the retention
+//!    period either side of the receipt day: a retry a generation later (or an original
+//!    that comes back after its retry, from a dead letter) is caught there;
+//! 4. the rest is copied into `events` with `COPY`.
+//!
+//! Generations are dropped whole once every event they remember is past the retention
+//! (crate::lifecycle), so an event's id is remembered as long as the event is kept, and
+//! at least the retention period after it was accepted.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use ingest_types::Envelope;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+/// The statement events are written with; its input is [`super::Batch::events_csv`].
+pub const COPY_EVENTS: &str = "COPY events (project, datasource, event_id, user_id, event_type, \
+     event_date, parameters, received_at) FROM STDIN (FORMAT csv)";
+
+/// The deduplication key of an event: the first 16 bytes of the SHA-256 of
+/// `<project>/<datasource>/<event_id>` (ids of projects and datasources cannot contain
+/// `/`), the same as the database's `ingest_event_key`.
+pub fn event_key(project: &str, datasource: &str, event_id: &str) -> Uuid {
+    let mut hash = Sha256::new();
+    hash.update(project.as_bytes());
+    hash.update(b"/");
+    hash.update(datasource.as_bytes());
+    hash.update(b"/");
+    hash.update(event_id.as_bytes());
+    let digest = hash.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::from_bytes(bytes)
+}
+
+/// A batch's events as column arrays, one per distinct key, in first-seen order.
+#[derive(Debug, Default)]
+pub(super) struct EventColumns {
+    key: Vec<Uuid>,
+    seen: HashSet<Uuid>,
+    project: Vec<String>,
+    datasource: Vec<String>,
+    event_id: Vec<String>,
+    user_id: Vec<String>,
+    event_type: Vec<String>,
+    event_date: Vec<DateTime<Utc>>,
+    parameters: Vec<Value>,
+    received_at: Vec<DateTime<Utc>>,
+}
+
+impl EventColumns {
+    /// Adds an event unless the batch already holds one with its key.
+    pub(super) fn push(
+        &mut self,
+        env: &Envelope,
+        event_id: &str,
+        event_type: &str,
+        event_date: DateTime<Utc>,
+        parameters: &Map<String, Value>,
+    ) {
+        let key = event_key(&env.project, &env.datasource, event_id);
+        if !self.seen.insert(key) {
+            return;
+        }
+        self.key.push(key);
+        self.project.push(env.project.clone());
+        self.datasource.push(env.datasource.clone());
+        self.event_id.push(event_id.to_owned());
+        self.user_id.push(env.user_id.clone());
+        self.event_type.push(event_type.to_owned());
+        self.event_date.push(event_date);
+        self.parameters.push(Value::Object(parameters.clone()));
+        self.received_at.push(env.received_at);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.key.len()
+    }
+
+    /// The `COPY` input of the events `keep` selects (all when `None`).
+    pub(super) fn to_csv(&self, keep: Option<&[bool]>) -> Vec<u8> {
+        let mut csv = Vec::with_capacity(self.len() * 400);
+        for i in 0..self.len() {
+            if keep.is_some_and(|k| !k[i]) {
+                continue;
+            }
+            let fields: [&dyn std::fmt::Display; 8] = [
+                &self.project[i],
+                &self.datasource[i],
+                &self.event_id[i],
+                &self.user_id[i],
+                &self.event_type[i],
+                &Rfc3339(self.event_date[i]),
+                &self.parameters[i],
+                &Rfc3339(self.received_at[i]),
+            ];
+            csv_record(&mut csv, &fields);
+        }
+        csv
+    }
+}
+
+/// The generations of `event_ids` and the retention, read in the batch's transaction.
+struct Generations {
+    /// (first day, day after the last), ascending.
+    ranges: Vec<(NaiveDate, NaiveDate)>,
+    retention: TimeDelta,
+}
+
+impl Generations {
+    async fn read(tx: &mut Transaction<'_, Postgres>) -> Result<Self, sqlx::Error> {
+        let (days, buckets, ends): (i32, Vec<NaiveDate>, Vec<NaiveDate>) = sqlx::query_as(
+            "SELECT (SELECT events_retention_days FROM lifecycle_settings),
+                    coalesce(array_agg(bucket ORDER BY bucket), '{}'),
+                    coalesce(array_agg(ends ORDER BY bucket), '{}')
+               FROM event_id_generations",
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(Self {
+            ranges: buckets.into_iter().zip(ends).collect(),
+            retention: TimeDelta::days(days.into()),
+        })
+    }
+
+    /// The generation a receipt day belongs to; before the first one (an event older
+    /// than anything kept, from a replay), the day itself, which only the default
+    /// partition takes and the maintenance job empties.
+    fn bucket(&self, day: NaiveDate) -> NaiveDate {
+        self.ranges
+            .iter()
+            .find(|(from, to)| *from <= day && day < *to)
+            .map_or(day, |(from, _)| *from)
+    }
+
+    /// The other generations a retry of an event received on `day` could be in.
+    fn neighbours(&self, day: NaiveDate, own: NaiveDate) -> impl Iterator<Item = NaiveDate> + '_ {
+        let (lo, hi) = (day - self.retention, day + self.retention);
+        self.ranges
+            .iter()
+            .filter(move |(from, to)| *from != own && *from <= hi && lo < *to)
+            .map(|(from, _)| *from)
+    }
+
+    fn covers(&self, day: NaiveDate) -> bool {
+        self.ranges.last().is_some_and(|(_, to)| day < *to)
+    }
+}
+
+/// Writes the batch's events (see the module's documentation), in `tx`.
+pub(super) async fn write(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &EventColumns,
+    csv: &[u8],
+) -> Result<(), sqlx::Error> {
+    if events.len() == 0 {
+        return Ok(());
+    }
+    let days: Vec<NaiveDate> = events.received_at.iter().map(|t| t.date_naive()).collect();
+    let mut generations = Generations::read(tx).await?;
+    let latest = *days.iter().max().expect("not empty");
+    if !generations.covers(latest) {
+        // The maintenance job creates them ahead; this is the fallback when it has not.
+        sqlx::query("SELECT ingest_ensure_event_id_generations($1)")
+            .bind(latest)
+            .execute(&mut **tx)
+            .await?;
+        generations = Generations::read(tx).await?;
+    }
+    let buckets: Vec<NaiveDate> = days.iter().map(|d| generations.bucket(*d)).collect();
+    let new: HashSet<Uuid> = sqlx::query_scalar(
+        "INSERT INTO event_ids (key, bucket) SELECT * FROM UNNEST($1::uuid[], $2::date[])
+         ON CONFLICT DO NOTHING RETURNING key",
+    )
+    .bind(&events.key)
+    .bind(&buckets)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    // New in their own generation: are they in another one?
+    let mut probes: BTreeMap<NaiveDate, Vec<Uuid>> = BTreeMap::new();
+    for (i, key) in events.key.iter().enumerate() {
+        if new.contains(key) {
+            for other in generations.neighbours(days[i], buckets[i]) {
+                probes.entry(other).or_default().push(*key);
+            }
+        }
+    }
+    let mut elsewhere = HashSet::new();
+    for (bucket, keys) in probes {
+        let found: Vec<Uuid> =
+            sqlx::query_scalar("SELECT key FROM event_ids WHERE bucket = $1 AND key = ANY($2)")
+                .bind(bucket)
+                .bind(&keys)
+                .fetch_all(&mut **tx)
+                .await?;
+        elsewhere.extend(found);
+    }
+
+    let keep: Vec<bool> = events
+        .key
+        .iter()
+        .map(|k| new.contains(k) && !elsewhere.contains(k))
+        .collect();
+    let kept = keep.iter().filter(|k| **k).count();
+    if kept == 0 {
+        return Ok(());
+    }
+    let subset;
+    let csv = if kept == events.len() {
+        csv
+    } else {
+        subset = events.to_csv(Some(&keep));
+        &subset
+    };
+    copy(tx, csv).await
+}
+
+/// `COPY` (about twice as fast as an `INSERT` per row here, see BENCHMARKS.md).
+async fn copy(tx: &mut Transaction<'_, Postgres>, csv: &[u8]) -> Result<(), sqlx::Error> {
+    let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
+    if let Err(err) = copy.send(csv).await {
+        let _ = copy.abort("send failed").await;
+        return Err(err);
+    }
+    copy.finish().await.map(|_rows| ())
+}
+
+/// A timestamp as PostgreSQL reads it back exactly (microseconds, UTC).
+struct Rfc3339(DateTime<Utc>);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+    }
+}
+
+/// One CSV record, every field quoted (`"` doubled), so any text round-trips: an empty
+/// string stays an empty string (unquoted empty would be NULL) and commas, quotes and
+/// newlines inside values are data.
+fn csv_record(out: &mut Vec<u8>, fields: &[&dyn std::fmt::Display]) {
+    use std::fmt::Write;
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        let _ = write!(QuoteDoubling(out), "{field}");
+        out.push(b'"');
+    }
+    out.push(b'\n');
+}
+
+/// Writes text into a CSV field as it is formatted, doubling every `"`.
+struct QuoteDoubling<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for QuoteDoubling<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let mut rest = text;
+        while let Some(at) = rest.find('"') {
+            self.0.extend_from_slice(&rest.as_bytes()[..=at]);
+            self.0.push(b'"');
+            rest = &rest[at + 1..];
+        }
+        self.0.extend_from_slice(rest.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn csv_records_quote_every_field() {
+        let mut out = Vec::new();
+        let json = json!({"q": "say \"hi\", then\nleave"});
+        let fields: [&dyn std::fmt::Display; 3] = [&"a,b", &"", &json];
+        csv_record(&mut out, &fields);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a,b\",\"\",\"{\"\"q\"\":\"\"say \\\"\"hi\\\"\", then\\nleave\"\"}\"\n"
+        );
+        let ts: DateTime<Utc> = "2026-11-24T10:00:00.123456789Z".parse().unwrap();
+        assert_eq!(Rfc3339(ts).to_string(), "2026-11-24T10:00:00.123456Z");
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn generations_give_each_day_its_bucket_and_the_neighbours_within_the_retention() {
+        let g = Generations {
+            ranges: vec![
+                (day("0001-01-01"), day("2026-12-31")),
+                (day("2026-12-31"), day("2027-01-30")),
+                (day("2027-01-30"), day("2027-03-01")),
+            ],
+            retention: TimeDelta::days(30),
+        };
+        assert_eq!(g.bucket(day("2026-12-30")), day("0001-01-01"));
+        assert_eq!(g.bucket(day("2026-12-31")), day("2026-12-31"));
+        assert_eq!(g.bucket(day("1999-01-01")), day("0001-01-01"));
+        // Past the last generation: the day itself (the default partition).
+        assert_eq!(g.bucket(day("2027-03-01")), day("2027-03-01"));
+        assert!(g.covers(day("2027-02-28")) && !g.covers(day("2027-03-01")));
+        let n = |d: &str| -> Vec<NaiveDate> {
+            let d = day(d);
+            g.neighbours(d, g.bucket(d)).collect()
+        };
+        assert_eq!(n("2027-01-01"), vec![day("0001-01-01"), day("2027-01-30")]);
+        assert_eq!(n("2026-11-01"), vec![]); // a generation is never its own neighbour
+        assert_eq!(n("2027-01-15"), vec![day("0001-01-01"), day("2027-01-30")]);
+        assert_eq!(n("2027-02-27"), vec![day("2026-12-31")]);
+    }
+
+    #[test]
+    fn the_key_is_the_sha256_prefix_of_the_three_ids() {
+        // The same value as the database's ingest_event_key('p', 'd', 'e1').
+        assert_eq!(
+            event_key("p", "d", "e1").to_string(),
+            "47f87bcf-16e3-d8af-0ba4-0a0c7c001313"
+        );
+    }
+}
