@@ -58,7 +58,9 @@ DECLARE
     hi timestamptz := (day + 1)::timestamp AT TIME ZONE 'UTC';
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('ingest:events-partitions', 0));
-    IF to_regclass(part) IS NOT NULL THEN
+    -- Exists already, or inside what events_legacy holds.
+    IF to_regclass(part) IS NOT NULL
+       OR lo < (SELECT legacy_until FROM lifecycle_state WHERE to_regclass('events_legacy') IS NOT NULL) THEN
         RETURN false;
     END IF;
     EXECUTE format('CREATE TABLE %I (LIKE events INCLUDING DEFAULTS)', part);

@@ -5,12 +5,16 @@
 //! the clock, so a second run right after the first changes nothing.
 //!
 //! Steps:
-//! 1. **Tombstone purge.** A deleted contact leaves a tombstone (`contact_tombstones`) so
+//! 1. **Partitions** ([`partitions`]): the days of `events` ahead are created, the
+//!    partitions and dedup generations past the retention dropped whole.
+//! 2. **Tombstone purge.** A deleted contact leaves a tombstone (`contact_tombstones`) so
 //!    that an older upsert delivered again after the delete cannot bring the contact back.
 //!    Tombstones older than the horizon (`lifecycle_settings.tombstone_horizon_days`) are
 //!    deleted in bounded transactions, after `lifecycle_state.tombstones_purged_before` is
 //!    raised to the cut-off: `ingestctl replay` refuses to rewind to before that point
 //!    (plus a margin), so no purged tombstone's old upsert can be replayed.
+
+pub mod partitions;
 
 use std::time::Duration;
 
@@ -39,6 +43,7 @@ pub struct Report {
     pub tombstones_purged: u64,
     /// Tombstones deleted before this time may be gone (unchanged when `ran` is false).
     pub tombstones_purged_before: Option<DateTime<Utc>>,
+    pub partitions: partitions::PartitionReport,
 }
 
 /// Runs every step once, as of `now` (the clock is a parameter so tests can move it).
@@ -53,6 +58,7 @@ pub async fn maintain(pool: &PgPool, now: DateTime<Utc>) -> Result<Report, sqlx:
             ran: false,
             tombstones_purged: 0,
             tombstones_purged_before: None,
+            partitions: Default::default(),
         });
     }
     let outcome = run_steps(&mut conn, now).await;
@@ -78,7 +84,12 @@ async fn run_steps(
         .bind(now)
         .execute(&mut **conn)
         .await?;
-    let result = purge_tombstones(conn, now).await;
+    let result = async {
+        let partitions = partitions::maintain(conn, now).await?;
+        let (purged, before) = purge_tombstones(conn, now).await?;
+        Ok::<_, sqlx::Error>((partitions, purged, before))
+    }
+    .await;
     let error = result.as_ref().err().map(|e| e.to_string());
     // Best effort: the run's own error is the one to report.
     let _ =
@@ -87,11 +98,12 @@ async fn run_steps(
             .bind(error)
             .execute(&mut **conn)
             .await;
-    let (purged, before) = result?;
+    let (partitions, purged, before) = result?;
     Ok(Report {
         ran: true,
         tombstones_purged: purged,
         tombstones_purged_before: Some(before),
+        partitions,
     })
 }
 
@@ -139,6 +151,8 @@ pub async fn run_periodically(pool: PgPool, interval: Duration, shutdown: Cancel
             Ok(report) => {
                 tracing::info!(
                     tombstones_purged = report.tombstones_purged,
+                    partitions_created = ?report.partitions.created,
+                    partitions_dropped = ?report.partitions.dropped,
                     "maintenance run finished"
                 );
                 metrics::gauge!(MAINTENANCE_LAST_SUCCESS_TIMESTAMP_SECONDS)

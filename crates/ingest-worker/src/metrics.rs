@@ -24,6 +24,17 @@ pub const MAINTENANCE_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
     "ingest_worker_maintenance_last_success_timestamp_seconds";
 /// Tombstones of deleted contacts purged past the horizon.
 pub const TOMBSTONES_PURGED_TOTAL: &str = "ingest_worker_tombstones_purged_total";
+/// Partitions created ahead by maintenance, by `table` (events: days; event_ids:
+/// dedup generations).
+pub const PARTITIONS_CREATED_TOTAL: &str = "ingest_worker_partitions_created_total";
+/// Partitions dropped past the retention, by `table`.
+pub const PARTITIONS_DROPPED_TOTAL: &str = "ingest_worker_partitions_dropped_total";
+/// How far ahead of now the newest `events` partition reaches (0: events go to the
+/// default partition).
+pub const EVENTS_PARTITIONS_AHEAD_SECONDS: &str = "ingest_worker_events_partitions_ahead_seconds";
+/// Rows in the default partitions, by `table` (counted up to 100,001): rows of a day
+/// without its partition.
+pub const DEFAULT_PARTITION_ROWS: &str = "ingest_worker_default_partition_rows";
 
 /// Registers the HELP text of every metric above (Prometheus' `# HELP` lines), once the
 /// recorder is installed.
@@ -58,6 +69,22 @@ pub fn describe() {
     describe_gauge!(
         MAINTENANCE_LAST_SUCCESS_TIMESTAMP_SECONDS,
         "Unix time of this worker's last successful maintenance run."
+    );
+    describe_counter!(
+        PARTITIONS_CREATED_TOTAL,
+        "Partitions created ahead by maintenance, by table (events: days; event_ids: dedup generations)."
+    );
+    describe_counter!(
+        PARTITIONS_DROPPED_TOTAL,
+        "Partitions dropped past the retention, by table."
+    );
+    describe_gauge!(
+        EVENTS_PARTITIONS_AHEAD_SECONDS,
+        "Seconds from now to the end of the newest events partition (0: events land in the default partition)."
+    );
+    describe_gauge!(
+        DEFAULT_PARTITION_ROWS,
+        "Rows in the default partitions, by table (counted up to 100,001)."
     );
     describe_counter!(
         TOMBSTONES_PURGED_TOTAL,
