@@ -3,6 +3,7 @@
 //! and the replay guard that keeps a purge from resurrecting deleted contacts.
 
 use chrono::{DateTime, Utc};
+
 use clap::Subcommand;
 use ingest_worker::lifecycle::REPLAY_MARGIN;
 use serde::Serialize;
@@ -16,6 +17,13 @@ pub enum RetentionCommand {
     /// Change the lifecycle settings; the workers apply them at their next maintenance
     /// run (`ingestctl maintain` runs one now).
     Set {
+        /// Keep events this many days after they were received (1-3650); older ones go
+        /// with their day's partition. Shortening it needs --yes.
+        #[arg(long)]
+        events_days: Option<i32>,
+        /// Confirm a shorter events retention (it drops partitions at the next run).
+        #[arg(long)]
+        yes: bool,
         /// Purge the tombstones of contacts deleted longer ago than this many days
         /// (1-36500). Replays from before the purge horizon are refused afterwards.
         #[arg(long)]
@@ -25,6 +33,11 @@ pub enum RetentionCommand {
 
 #[derive(Debug, Serialize)]
 pub struct Retention {
+    pub events_retention_days: i32,
+    /// Every events partition that held events received before this was dropped.
+    pub events_dropped_before: Option<DateTime<Utc>>,
+    /// The partition retention drops next, and when.
+    pub next_drop: Option<Partition>,
     pub tombstone_horizon_days: i32,
     pub settings_updated_at: DateTime<Utc>,
     /// Tombstones deleted before this time may be gone (none purged yet: `None`).
@@ -53,7 +66,133 @@ type RetentionRow = (
     Option<String>,
 );
 
+/// A partition of `events` or a generation of `event_ids`.
+#[derive(Debug, Serialize)]
+pub struct Partition {
+    pub table: &'static str,
+    pub name: String,
+    /// What it holds: receipt times from (inclusive) to (exclusive); `None`: unbounded.
+    pub from: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub rows_estimate: i64,
+    pub bytes: i64,
+    /// When the maintenance job drops it at the current retention (`None`: never, the
+    /// default partitions).
+    pub drops_at: Option<DateTime<Utc>>,
+}
+
+/// Every partition of `events` and generation of `event_ids`, oldest first per table.
+pub async fn partitions(pool: &PgPool) -> anyhow::Result<Vec<Partition>> {
+    type Row = (
+        String,
+        String,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        f32,
+        i64,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH parts AS (
+                SELECT p.relname::text AS name, parent.relname::text AS tbl, p.oid, p.reltuples,
+                       CASE WHEN p.relname ~ '^(events_p|event_ids_g)[0-9]{8}$'
+                            THEN to_date(right(p.relname, 8), 'YYYYMMDD') END AS day
+                  FROM pg_inherits i
+                  JOIN pg_class p ON p.oid = i.inhrelid
+                  JOIN pg_class parent ON parent.oid = i.inhparent
+                 WHERE parent.relname IN ('events', 'event_ids'))
+         SELECT tbl, name,
+                CASE WHEN tbl = 'events' THEN day::timestamp AT TIME ZONE 'UTC'
+                     ELSE g.bucket::timestamp AT TIME ZONE 'UTC' END,
+                CASE WHEN name = 'events_legacy' THEN (SELECT legacy_until FROM lifecycle_state)
+                     WHEN tbl = 'events' THEN (day + 1)::timestamp AT TIME ZONE 'UTC'
+                     ELSE g.ends::timestamp AT TIME ZONE 'UTC' END,
+                greatest(reltuples, 0)::real, pg_total_relation_size(oid)
+           FROM parts
+           LEFT JOIN event_id_generations g ON tbl = 'event_ids' AND g.bucket = parts.day",
+    )
+    .fetch_all(pool)
+    .await?;
+    let days: i32 = sqlx::query_scalar("SELECT events_retention_days FROM lifecycle_settings")
+        .fetch_one(pool)
+        .await?;
+    let retention = chrono::TimeDelta::days(days.into());
+    let mut partitions: Vec<Partition> = rows
+        .into_iter()
+        .map(|(table, name, from, until, rows, bytes)| Partition {
+            table: if table == "events" {
+                "events"
+            } else {
+                "event_ids"
+            },
+            drops_at: if name.ends_with("_default") {
+                None
+            } else {
+                until.map(|u| u + retention)
+            },
+            name,
+            from,
+            until,
+            rows_estimate: rows as i64,
+            bytes,
+        })
+        .collect();
+    // Events first; per table oldest first, the default partition last.
+    partitions.sort_by_key(|p| (p.table != "events", p.until.is_none(), p.until));
+    Ok(partitions)
+}
+
+pub fn print_partitions(partitions: &[Partition]) {
+    let t = |t: &Option<DateTime<Utc>>| t.as_ref().map_or_else(|| "-".to_owned(), crate::time);
+    let rows = partitions
+        .iter()
+        .map(|p| {
+            vec![
+                p.table.to_owned(),
+                p.name.clone(),
+                t(&p.from),
+                t(&p.until),
+                p.rows_estimate.to_string(),
+                bytes(p.bytes),
+                t(&p.drops_at),
+            ]
+        })
+        .collect();
+    crate::table(
+        &[
+            "TABLE",
+            "PARTITION",
+            "FROM",
+            "UNTIL",
+            "ROWS (EST.)",
+            "SIZE",
+            "DROPPED AT",
+        ],
+        rows,
+        "no partitions",
+    );
+}
+
+fn bytes(n: i64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n => format!("{} KiB", n / 1024),
+    }
+}
+
 pub async fn show(pool: &PgPool) -> anyhow::Result<Retention> {
+    let (events_days, events_dropped_before): (i32, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT (SELECT events_retention_days FROM lifecycle_settings),
+                CASE WHEN isfinite(events_dropped_before) THEN events_dropped_before END
+           FROM lifecycle_state",
+    )
+    .fetch_one(pool)
+    .await?;
+    let next_drop = partitions(pool)
+        .await?
+        .into_iter()
+        .filter(|p| p.drops_at.is_some())
+        .min_by_key(|p| p.drops_at);
     let row: RetentionRow = sqlx::query_as(
         "WITH s AS (SELECT tombstone_horizon_days AS days, updated_at,
                            now() - make_interval(days => tombstone_horizon_days) AS cutoff
@@ -71,6 +210,9 @@ pub async fn show(pool: &PgPool) -> anyhow::Result<Retention> {
     .await?;
     let (days, updated, purged_before, total, due, next_due, started, finished, error) = row;
     Ok(Retention {
+        events_retention_days: events_days,
+        events_dropped_before,
+        next_drop,
         tombstone_horizon_days: days,
         settings_updated_at: updated,
         tombstones_purged_before: purged_before,
@@ -84,18 +226,61 @@ pub async fn show(pool: &PgPool) -> anyhow::Result<Retention> {
     })
 }
 
-pub async fn set(pool: &PgPool, tombstone_days: Option<i32>) -> anyhow::Result<Retention> {
-    let Some(days) = tombstone_days else {
-        anyhow::bail!("nothing to set: give --tombstone-days N");
-    };
+pub async fn set(
+    pool: &PgPool,
+    events_days: Option<i32>,
+    tombstone_days: Option<i32>,
+    yes: bool,
+) -> anyhow::Result<Retention> {
     anyhow::ensure!(
-        (1..=36_500).contains(&days),
-        "--tombstone-days must be between 1 and 36500, not {days}"
+        events_days.is_some() || tombstone_days.is_some(),
+        "nothing to set: give --events-days N and/or --tombstone-days N"
     );
-    sqlx::query("UPDATE lifecycle_settings SET tombstone_horizon_days = $1, updated_at = now()")
-        .bind(days)
-        .execute(pool)
-        .await?;
+    if let Some(days) = tombstone_days {
+        anyhow::ensure!(
+            (1..=36_500).contains(&days),
+            "--tombstone-days must be between 1 and 36500, not {days}"
+        );
+    }
+    if let Some(days) = events_days {
+        anyhow::ensure!(
+            (1..=3650).contains(&days),
+            "--events-days must be between 1 and 3650, not {days}"
+        );
+        let current: i32 =
+            sqlx::query_scalar("SELECT events_retention_days FROM lifecycle_settings")
+                .fetch_one(pool)
+                .await?;
+        if days < current && !yes {
+            let horizon = Utc::now() - chrono::TimeDelta::days(days.into());
+            let doomed: Vec<Partition> = partitions(pool)
+                .await?
+                .into_iter()
+                .filter(|p| {
+                    p.table == "events"
+                        && p.drops_at.is_some()
+                        && p.until.is_some_and(|u| u <= horizon)
+                })
+                .collect();
+            let total: i64 = doomed.iter().map(|p| p.bytes).sum();
+            anyhow::bail!(
+                "shortening the events retention from {current} to {days} days drops {} partition(s) \
+                 ({}) at the next maintenance run; run again with --yes to do it",
+                doomed.len(),
+                bytes(total)
+            );
+        }
+    }
+    sqlx::query(
+        "UPDATE lifecycle_settings
+            SET events_retention_days = coalesce($1, events_retention_days),
+                tombstone_horizon_days = coalesce($2, tombstone_horizon_days),
+                updated_at = now()",
+    )
+    .bind(events_days)
+    .bind(tombstone_days)
+    .execute(pool)
+    .await?;
     show(pool).await
 }
 
@@ -126,6 +311,18 @@ pub async fn check_replay_from(pool: &PgPool, from: DateTime<Utc>) -> anyhow::Re
 
 pub fn print_retention(r: &Retention) {
     let t = |t: &Option<DateTime<Utc>>| t.as_ref().map_or_else(|| "-".to_owned(), crate::time);
+    println!("events retention:    {} days", r.events_retention_days);
+    println!("events dropped before {}", t(&r.events_dropped_before));
+    match &r.next_drop {
+        Some(p) => println!(
+            "next drop:           {} ({}, ~{} rows) at {}",
+            p.name,
+            bytes(p.bytes),
+            p.rows_estimate,
+            t(&p.drops_at)
+        ),
+        None => println!("next drop:           -"),
+    }
     println!(
         "tombstone horizon:   {} days (set {})",
         r.tombstone_horizon_days,

@@ -79,6 +79,9 @@ enum Command {
     /// maintenance job did and will do next.
     #[command(subcommand)]
     Retention(lifecycle::RetentionCommand),
+    /// The partitions of `events` (one per day of receipt) and the generations of
+    /// `event_ids` (deduplication), with their sizes and when retention drops them.
+    Partitions,
     /// Run the workers' maintenance job now (it also runs in every worker on a schedule;
     /// one run at a time: this one reports "skipped" while another runs).
     Maintain,
@@ -381,14 +384,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = lifecycle::show(&pool).await?;
             out.print(&r, || lifecycle::print_retention(&r))?;
         }
-        Command::Retention(lifecycle::RetentionCommand::Set { tombstone_days }) => {
-            let r = lifecycle::set(&pool, tombstone_days).await?;
+        Command::Retention(lifecycle::RetentionCommand::Set {
+            events_days,
+            tombstone_days,
+            yes,
+        }) => {
+            let r = lifecycle::set(&pool, events_days, tombstone_days, yes).await?;
             out.print(&r, || lifecycle::print_retention(&r))?;
+        }
+        Command::Partitions => {
+            let p = lifecycle::partitions(&pool).await?;
+            out.print(&p, || lifecycle::print_partitions(&p))?;
         }
         Command::Maintain => {
             let report = ingest_worker::lifecycle::maintain(&pool, Utc::now()).await?;
             out.print(&report, || {
                 if report.ran {
+                    let list = |l: &[String]| {
+                        if l.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            l.join(", ")
+                        }
+                    };
+                    println!("partitions created: {}", list(&report.partitions.created));
+                    println!("partitions dropped: {}", list(&report.partitions.dropped));
                     println!("tombstones purged: {}", report.tombstones_purged);
                 } else {
                     println!("skipped: another maintenance run holds the lock");

@@ -120,3 +120,48 @@ async fn a_replay_from_before_the_purge_horizon_is_refused() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn partitions_are_listed_and_a_shorter_events_retention_needs_yes() {
+    let db = PrivateDatabase::create().await;
+    let partitions = ok_json(&db, &["partitions"]);
+    let names: Vec<&str> = partitions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    let tomorrow = (Utc::now() + TimeDelta::days(1))
+        .format("events_p%Y%m%d")
+        .to_string();
+    assert_eq!(names[0], "events_legacy", "{names:?}");
+    assert!(names.contains(&tomorrow.as_str()), "{names:?}");
+    assert!(names.contains(&"events_default") && names.contains(&"event_ids_g00010101"));
+    let legacy = &partitions[0];
+    assert!(
+        legacy["drops_at"].is_string() && legacy["bytes"].as_i64().unwrap() > 0,
+        "{legacy}"
+    );
+
+    let shown = ok_json(&db, &["retention", "show"]);
+    assert_eq!(shown["events_retention_days"], 30);
+    assert_eq!(shown["next_drop"]["name"], "events_legacy");
+
+    // Shorter: refused without --yes, saying what it would drop.
+    let out = run(&db, &["retention", "set", "--events-days", "7"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: shortening the events retention from 30 to 7 days drops"),
+        "{stderr}"
+    );
+    assert_eq!(
+        ok_json(&db, &["retention", "show"])["events_retention_days"],
+        30
+    );
+    let set = ok_json(&db, &["retention", "set", "--events-days", "7", "--yes"]);
+    assert_eq!(set["events_retention_days"], 7);
+    // Longer needs no confirmation.
+    let set = ok_json(&db, &["retention", "set", "--events-days", "90"]);
+    assert_eq!(set["events_retention_days"], 90);
+}
