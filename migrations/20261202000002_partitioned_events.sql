@@ -25,7 +25,7 @@ CREATE FUNCTION ingest_event_key(project text, datasource text, event_id text) R
                             FROM 1 FOR 16), 'hex')::uuid;
 
 -- The old table becomes the partition of everything received before tomorrow (UTC), as
--- it is: no row is copied.
+-- it is: no row is copied. (On a new, empty database it is dropped instead.)
 ALTER TABLE events RENAME TO events_legacy;
 ALTER INDEX events_pkey RENAME TO events_legacy_pkey;
 ALTER INDEX events_by_user RENAME TO events_legacy_by_user;
@@ -120,16 +120,24 @@ END $$;
 
 DO $$
 DECLARE
-    tomorrow date := (now() AT TIME ZONE 'UTC')::date + 1;
+    today date := (now() AT TIME ZONE 'UTC')::date;
+    tomorrow date := today + 1;
     cutover timestamptz := tomorrow::timestamp AT TIME ZONE 'UTC';
     width integer;
+    first_day date := tomorrow;
 BEGIN
-    -- One sequential scan of the old table validates the bound (the workers are stopped).
-    EXECUTE format('ALTER TABLE events_legacy ADD CONSTRAINT events_legacy_bound CHECK (received_at < %L)',
-                   cutover);
-    EXECUTE format('ALTER TABLE events ATTACH PARTITION events_legacy FOR VALUES FROM (MINVALUE) TO (%L)',
-                   cutover);
-    UPDATE lifecycle_state SET legacy_until = cutover;
+    IF EXISTS (SELECT 1 FROM events_legacy) THEN
+        -- One sequential scan of the old table validates the bound (the workers are stopped).
+        EXECUTE format('ALTER TABLE events_legacy ADD CONSTRAINT events_legacy_bound CHECK (received_at < %L)',
+                       cutover);
+        EXECUTE format('ALTER TABLE events ATTACH PARTITION events_legacy FOR VALUES FROM (MINVALUE) TO (%L)',
+                       cutover);
+        UPDATE lifecycle_state SET legacy_until = cutover;
+    ELSE
+        -- A new database: nothing to keep, days from today.
+        DROP TABLE events_legacy;
+        first_day := today;
+    END IF;
 
     -- The first generation holds every id of the old table and of the retention period
     -- after it; later ones are appended as time goes on.
@@ -137,12 +145,14 @@ BEGIN
     CREATE TABLE event_ids_g00010101 (LIKE event_ids);
     ALTER TABLE event_ids_g00010101 ADD CONSTRAINT event_ids_g00010101_bound CHECK (bucket = '0001-01-01');
     ALTER TABLE event_ids ATTACH PARTITION event_ids_g00010101 FOR VALUES FROM ('0001-01-01') TO ('0001-01-02');
-    INSERT INTO event_id_generations (bucket, ends) VALUES ('0001-01-01', tomorrow + width);
-    INSERT INTO event_ids (key, bucket)
-    SELECT ingest_event_key(project, datasource, event_id), '0001-01-01' FROM events_legacy;
+    INSERT INTO event_id_generations (bucket, ends) VALUES ('0001-01-01', first_day + width);
+    IF to_regclass('events_legacy') IS NOT NULL THEN
+        INSERT INTO event_ids (key, bucket)
+        SELECT ingest_event_key(project, datasource, event_id), '0001-01-01' FROM events_legacy;
+    END IF;
 
     FOR d IN 0..7 LOOP
-        PERFORM ingest_ensure_events_partition(tomorrow + d);
+        PERFORM ingest_ensure_events_partition(first_day + d);
     END LOOP;
-    PERFORM ingest_ensure_event_id_generations(tomorrow + 7);
+    PERFORM ingest_ensure_event_id_generations(first_day + 7);
 END $$;

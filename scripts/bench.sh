@@ -132,7 +132,7 @@ say "5b/6 pipeline at a quarter of the gateway's peak: $quarter items/s for ${PI
 
 "$BIN/ingest-loadgen" drain --metrics-url "http://127.0.0.1:$WORKER_PORT/metrics" \
   --topic ingest.events --project bench --json-out /dev/null
-psql "$DATABASE_URL" -qc "TRUNCATE events" -c "CHECKPOINT" # the rows so far: disk space
+psql "$DATABASE_URL" -qc "TRUNCATE events, event_ids" -c "CHECKPOINT" # the rows so far: disk space
 say "6/6 soak: $eighth items/s for ${SOAK_SECS}s, memory watched"
 "${load[@]}" --rate "$eighth" --duration "${SOAK_SECS}s" --e2e-database-url "$DATABASE_URL" \
   --watch "gateway=$gateway_pid" --watch "worker=$worker_pid" --watch-every 10s \

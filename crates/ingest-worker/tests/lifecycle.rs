@@ -272,7 +272,7 @@ fn day_partition(t: DateTime<Utc>) -> String {
 }
 
 /// Retention on a clock moved forward: partitions ahead are created, whole partitions past
-/// the retention dropped (the table the migration found too), a dedup generation only once
+/// the retention dropped (the table the migration found too: tests/migration.rs), a dedup generation only once
 /// every event it remembers is gone, rows that landed in the default partition past the
 /// retention deleted; and a second run changes nothing.
 #[tokio::test]
@@ -280,16 +280,16 @@ async fn retention_drops_whole_partitions_and_generations_once_past_it() {
     let db = PrivateDatabase::create().await;
     let now = Utc::now();
     let tomorrow = now + days(1);
-    persist_events(&db.pool, &[event("legacy", now), event("day", tomorrow)]).await;
+    persist_events(&db.pool, &[event("today", now), event("day", tomorrow)]).await;
     assert!(events_partitions(&db.pool)
         .await
-        .contains(&"events_legacy".to_owned()));
+        .contains(&day_partition(now)));
 
     // 40 days on, with the default 30-day retention.
     let later = now + days(40);
     let report = maintain(&db.pool, later).await.unwrap();
     let dropped = &report.partitions.dropped;
-    assert!(dropped.contains(&"events_legacy".to_owned()), "{dropped:?}");
+    assert!(dropped.contains(&day_partition(now)), "{dropped:?}");
     assert!(dropped.contains(&day_partition(tomorrow)), "{dropped:?}");
     assert!(
         !dropped.iter().any(|d| d.starts_with("event_ids_")),
@@ -308,13 +308,12 @@ async fn retention_drops_whole_partitions_and_generations_once_past_it() {
         .await
         .unwrap();
     assert_eq!(left, 0);
-    let (dropped_before, legacy_until): (DateTime<Utc>, Option<DateTime<Utc>>) =
-        sqlx::query_as("SELECT events_dropped_before, legacy_until FROM lifecycle_state")
+    let dropped_before: DateTime<Utc> =
+        sqlx::query_scalar("SELECT events_dropped_before FROM lifecycle_state")
             .fetch_one(&db.pool)
             .await
             .unwrap();
     assert!(dropped_before > tomorrow && dropped_before <= later - days(30));
-    assert_eq!(legacy_until, None);
 
     // Again at the same time: nothing to do.
     let again = maintain(&db.pool, later).await.unwrap();

@@ -131,21 +131,21 @@ async fn partitions_are_listed_and_a_shorter_events_retention_needs_yes() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    let tomorrow = (Utc::now() + TimeDelta::days(1))
-        .format("events_p%Y%m%d")
-        .to_string();
-    assert_eq!(names[0], "events_legacy", "{names:?}");
-    assert!(names.contains(&tomorrow.as_str()), "{names:?}");
+    let today = Utc::now().format("events_p%Y%m%d").to_string();
+    assert_eq!(
+        names[0], today,
+        "a new database starts with today's partition: {names:?}"
+    );
     assert!(names.contains(&"events_default") && names.contains(&"event_ids_g00010101"));
-    let legacy = &partitions[0];
+    let first = &partitions[0];
     assert!(
-        legacy["drops_at"].is_string() && legacy["bytes"].as_i64().unwrap() > 0,
-        "{legacy}"
+        first["drops_at"].is_string() && first["bytes"].as_i64().unwrap() > 0,
+        "{first}"
     );
 
     let shown = ok_json(&db, &["retention", "show"]);
     assert_eq!(shown["events_retention_days"], 30);
-    assert_eq!(shown["next_drop"]["name"], "events_legacy");
+    assert_eq!(shown["next_drop"]["name"], today.as_str());
 
     // Shorter: refused without --yes, saying what it would drop.
     let out = run(&db, &["retention", "set", "--events-days", "7"]);
