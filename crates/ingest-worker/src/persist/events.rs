@@ -184,16 +184,7 @@ pub(super) async fn write(
         generations = Generations::read(tx).await?;
     }
     let buckets: Vec<NaiveDate> = days.iter().map(|d| generations.bucket(*d)).collect();
-    let new: HashSet<Uuid> = sqlx::query_scalar(
-        "INSERT INTO event_ids (key, bucket) SELECT * FROM UNNEST($1::uuid[], $2::date[])
-         ON CONFLICT DO NOTHING RETURNING key",
-    )
-    .bind(&events.key)
-    .bind(&buckets)
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .collect();
+    let new = insert_keys(tx, &events.key, &buckets).await?;
 
     // New in their own generation: are they in another one?
     let mut probes: BTreeMap<NaiveDate, Vec<Uuid>> = BTreeMap::new();
@@ -234,9 +225,62 @@ pub(super) async fn write(
     copy(tx, csv).await
 }
 
+/// Inserts the keys into their generations; returns those that were not there. Usually
+/// all are new: then one `COPY` (in a savepoint) does it. A key already there (a
+/// redelivery, a replay, a retry) makes it fail with a unique violation, and an `INSERT
+/// ... ON CONFLICT DO NOTHING RETURNING` tells which are new instead.
+async fn insert_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[Uuid],
+    buckets: &[NaiveDate],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    use sqlx::Acquire;
+    let mut csv = Vec::with_capacity(keys.len() * 48);
+    for (key, bucket) in keys.iter().zip(buckets) {
+        use std::io::Write;
+        let _ = writeln!(csv, "{key},{bucket}");
+    }
+    {
+        let mut savepoint = tx.begin().await?;
+        match copy_raw(&mut savepoint, COPY_EVENT_IDS, &csv).await {
+            Ok(()) => {
+                savepoint.commit().await?;
+                return Ok(keys.iter().copied().collect());
+            }
+            Err(err)
+                if err
+                    .as_database_error()
+                    .is_some_and(|db| db.is_unique_violation()) =>
+            {
+                savepoint.rollback().await?
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let new = sqlx::query_scalar(
+        "INSERT INTO event_ids (key, bucket) SELECT * FROM UNNEST($1::uuid[], $2::date[])
+         ON CONFLICT DO NOTHING RETURNING key",
+    )
+    .bind(keys)
+    .bind(buckets)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(new.into_iter().collect())
+}
+
+const COPY_EVENT_IDS: &str = "COPY event_ids (key, bucket) FROM STDIN (FORMAT csv)";
+
 /// `COPY` (about twice as fast as an `INSERT` per row here, see BENCHMARKS.md).
 async fn copy(tx: &mut Transaction<'_, Postgres>, csv: &[u8]) -> Result<(), sqlx::Error> {
-    let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
+    copy_raw(tx, COPY_EVENTS, csv).await
+}
+
+async fn copy_raw(
+    tx: &mut Transaction<'_, Postgres>,
+    statement: &str,
+    csv: &[u8],
+) -> Result<(), sqlx::Error> {
+    let mut copy = tx.copy_in_raw(statement).await?;
     if let Err(err) = copy.send(csv).await {
         let _ = copy.abort("send failed").await;
         return Err(err);
