@@ -16,14 +16,6 @@ ALTER TABLE lifecycle_state
     -- the partition of everything received before it.
     ADD COLUMN legacy_until timestamptz;
 
--- The key events are deduplicated by: the first 16 bytes of the SHA-256 of
--- "<project>/<datasource>/<event_id>" (project and datasource ids cannot contain '/').
--- The worker computes the same in Rust (persist::event_key).
-CREATE FUNCTION ingest_event_key(project text, datasource text, event_id text) RETURNS uuid
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN encode(substring(sha256(convert_to(project || '/' || datasource || '/' || event_id, 'UTF8'))
-                            FROM 1 FOR 16), 'hex')::uuid;
-
 -- The old table becomes the partition of everything received before tomorrow (UTC), as
 -- it is: no row is copied. (On a new, empty database it is dropped instead.)
 ALTER TABLE events RENAME TO events_legacy;
@@ -85,10 +77,15 @@ CREATE TABLE event_id_generations (
     ends       date        NOT NULL CHECK (ends > bucket),
     created_at timestamptz NOT NULL DEFAULT now()
 );
+-- The ids themselves, not a hash of them: a client's ids are often ordered (sequential,
+-- UUIDv7), and then the index grows at its end, as the old primary key did; a hash
+-- would scatter every insert over the whole index (2.4x slower measured here).
 CREATE TABLE event_ids (
-    key    uuid NOT NULL,
-    bucket date NOT NULL,
-    PRIMARY KEY (key, bucket)
+    project    text NOT NULL,
+    datasource text NOT NULL,
+    event_id   text NOT NULL,
+    bucket     date NOT NULL,
+    PRIMARY KEY (project, datasource, event_id, bucket)
 ) PARTITION BY RANGE (bucket);
 CREATE TABLE event_ids_default PARTITION OF event_ids DEFAULT;
 
@@ -147,8 +144,8 @@ BEGIN
     ALTER TABLE event_ids ATTACH PARTITION event_ids_g00010101 FOR VALUES FROM ('0001-01-01') TO ('0001-01-02');
     INSERT INTO event_id_generations (bucket, ends) VALUES ('0001-01-01', first_day + width);
     IF to_regclass('events_legacy') IS NOT NULL THEN
-        INSERT INTO event_ids (key, bucket)
-        SELECT ingest_event_key(project, datasource, event_id), '0001-01-01' FROM events_legacy;
+        INSERT INTO event_ids (project, datasource, event_id, bucket)
+        SELECT project, datasource, event_id, '0001-01-01' FROM events_legacy;
     END IF;
 
     FOR d IN 0..7 LOOP

@@ -111,25 +111,17 @@ async fn visible(
     let events: std::collections::HashSet<String> = if event_ids.is_empty() {
         Default::default()
     } else {
-        let keys: std::collections::HashMap<uuid::Uuid, &str> = event_ids
-            .iter()
-            .map(|id| {
-                (
-                    ingest_worker::persist::event_key(project, datasource, id),
-                    *id,
-                )
-            })
-            .collect();
-        let wanted: Vec<uuid::Uuid> = keys.keys().copied().collect();
-        let found: Vec<uuid::Uuid> =
-            sqlx::query_scalar("SELECT key FROM event_ids WHERE key = ANY($1)")
-                .bind(&wanted)
-                .fetch_all(pool)
-                .await?;
-        found
-            .iter()
-            .filter_map(|k| keys.get(k).map(|id| id.to_string()))
-            .collect()
+        sqlx::query_scalar(
+            "SELECT event_id FROM event_ids
+              WHERE project = $1 AND datasource = $2 AND event_id = ANY($3)",
+        )
+        .bind(project)
+        .bind(datasource)
+        .bind(&event_ids)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect()
     };
     // A contact sample is visible once its user's row carries its write or a later one.
     let contacts: std::collections::HashSet<(String, i64)> = if users.is_empty() {

@@ -23,7 +23,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 
 mod events;
 use events::EventColumns;
-pub use events::{event_key, COPY_EVENTS};
+pub use events::COPY_EVENTS;
 
 /// The net effect of a batch's writes on one contact.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,15 +3,15 @@
 //!
 //! `events` is partitioned by the day the gateway received an event, so no unique index
 //! on it can catch a client's retry (received later, maybe another day). An event is
-//! stored once per (project, datasource, `_event_id`) through `event_ids`: a 128-bit key of
-//! the three, in *generations* (consecutive ranges of receipt days, each as wide as the
-//! retention was when it was created). In one transaction with the rows:
+//! stored once per (project, datasource, `_event_id`) through `event_ids`: the three ids,
+//! in *generations* (consecutive ranges of receipt days, each as wide as the retention was
+//! when it was created). In one transaction with the rows:
 //!
-//! 1. the batch's events are folded by key (the first stays) when the batch is built;
-//! 2. their keys go into the generation of their receipt day, `ON CONFLICT DO NOTHING`
+//! 1. the batch's events are folded by id (the first stays) when the batch is built;
+//! 2. their ids go into the generation of their receipt day, `ON CONFLICT DO NOTHING`
 //!    (`RETURNING` tells which are new): a redelivery, a replay or a retry within the
 //!    same generation is caught by the primary key;
-//! 3. the new keys are looked up in every other generation that overlaps the retention
+//! 3. the new ids are looked up in every other generation that overlaps the retention
 //!    period either side of the receipt day: a retry a generation later (or an original
 //!    that comes back after its retry, from a dead letter) is caught there;
 //! 4. the rest is copied into `events` with `COPY`.
@@ -25,35 +25,19 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use ingest_types::Envelope;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
 
 /// The statement events are written with; its input is [`super::Batch::events_csv`].
 pub const COPY_EVENTS: &str = "COPY events (project, datasource, event_id, user_id, event_type, \
      event_date, parameters, received_at) FROM STDIN (FORMAT csv)";
 
-/// The deduplication key of an event: the first 16 bytes of the SHA-256 of
-/// `<project>/<datasource>/<event_id>` (ids of projects and datasources cannot contain
-/// `/`), the same as the database's `ingest_event_key`.
-pub fn event_key(project: &str, datasource: &str, event_id: &str) -> Uuid {
-    let mut hash = Sha256::new();
-    hash.update(project.as_bytes());
-    hash.update(b"/");
-    hash.update(datasource.as_bytes());
-    hash.update(b"/");
-    hash.update(event_id.as_bytes());
-    let digest = hash.finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    Uuid::from_bytes(bytes)
-}
+/// (project, datasource, event id): what an event is deduplicated by.
+type EventKey = (String, String, String);
 
 /// A batch's events as column arrays, one per distinct key, in first-seen order.
 #[derive(Debug, Default)]
 pub(super) struct EventColumns {
-    key: Vec<Uuid>,
-    seen: HashSet<Uuid>,
+    seen: HashSet<EventKey>,
     project: Vec<String>,
     datasource: Vec<String>,
     event_id: Vec<String>,
@@ -74,11 +58,14 @@ impl EventColumns {
         event_date: DateTime<Utc>,
         parameters: &Map<String, Value>,
     ) {
-        let key = event_key(&env.project, &env.datasource, event_id);
+        let key = (
+            env.project.clone(),
+            env.datasource.clone(),
+            event_id.to_owned(),
+        );
         if !self.seen.insert(key) {
             return;
         }
-        self.key.push(key);
         self.project.push(env.project.clone());
         self.datasource.push(env.datasource.clone());
         self.event_id.push(event_id.to_owned());
@@ -90,7 +77,11 @@ impl EventColumns {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.key.len()
+        self.event_id.len()
+    }
+
+    fn key(&self, i: usize) -> (&str, &str, &str) {
+        (&self.project[i], &self.datasource[i], &self.event_id[i])
     }
 
     /// The `COPY` input of the events `keep` selects (all when `None`).
@@ -184,32 +175,42 @@ pub(super) async fn write(
         generations = Generations::read(tx).await?;
     }
     let buckets: Vec<NaiveDate> = days.iter().map(|d| generations.bucket(*d)).collect();
-    let new = insert_keys(tx, &events.key, &buckets).await?;
+    let new = insert_ids(tx, events, &buckets).await?;
 
     // New in their own generation: are they in another one?
-    let mut probes: BTreeMap<NaiveDate, Vec<Uuid>> = BTreeMap::new();
-    for (i, key) in events.key.iter().enumerate() {
-        if new.contains(key) {
+    let mut probes: BTreeMap<NaiveDate, Vec<usize>> = BTreeMap::new();
+    for (i, is_new) in new.iter().enumerate() {
+        if *is_new {
             for other in generations.neighbours(days[i], buckets[i]) {
-                probes.entry(other).or_default().push(*key);
+                probes.entry(other).or_default().push(i);
             }
         }
     }
-    let mut elsewhere = HashSet::new();
-    for (bucket, keys) in probes {
-        let found: Vec<Uuid> =
-            sqlx::query_scalar("SELECT key FROM event_ids WHERE bucket = $1 AND key = ANY($2)")
-                .bind(bucket)
-                .bind(&keys)
-                .fetch_all(&mut **tx)
-                .await?;
+    let mut elsewhere: HashSet<(String, String, String)> = HashSet::new();
+    for (bucket, indices) in probes {
+        let column = |f: fn(&EventColumns, usize) -> &str| -> Vec<&str> {
+            indices.iter().map(|i| f(events, *i)).collect()
+        };
+        let found: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT project, datasource, event_id FROM event_ids
+              WHERE bucket = $1
+                AND (project, datasource, event_id) IN
+                    (SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[]))",
+        )
+        .bind(bucket)
+        .bind(column(|e, i| e.key(i).0))
+        .bind(column(|e, i| e.key(i).1))
+        .bind(column(|e, i| e.key(i).2))
+        .fetch_all(&mut **tx)
+        .await?;
         elsewhere.extend(found);
     }
 
-    let keep: Vec<bool> = events
-        .key
-        .iter()
-        .map(|k| new.contains(k) && !elsewhere.contains(k))
+    let keep: Vec<bool> = (0..events.len())
+        .map(|i| {
+            let (p, d, e) = events.key(i);
+            new[i] && !elsewhere.contains(&(p.to_owned(), d.to_owned(), e.to_owned()))
+        })
         .collect();
     let kept = keep.iter().filter(|k| **k).count();
     if kept == 0 {
@@ -225,27 +226,27 @@ pub(super) async fn write(
     copy(tx, csv).await
 }
 
-/// Inserts the keys into their generations; returns those that were not there. Usually
-/// all are new: then one `COPY` (in a savepoint) does it. A key already there (a
-/// redelivery, a replay, a retry) makes it fail with a unique violation, and an `INSERT
-/// ... ON CONFLICT DO NOTHING RETURNING` tells which are new instead.
-async fn insert_keys(
+/// Inserts the events' ids into their generations; tells, per event, whether its id was
+/// not there yet. Usually none is: then one `COPY` (in a savepoint) does it. An id already
+/// there (a redelivery, a replay, a retry) makes it fail with a unique violation, and an
+/// `INSERT ... ON CONFLICT DO NOTHING RETURNING` tells which are new instead.
+async fn insert_ids(
     tx: &mut Transaction<'_, Postgres>,
-    keys: &[Uuid],
+    events: &EventColumns,
     buckets: &[NaiveDate],
-) -> Result<HashSet<Uuid>, sqlx::Error> {
+) -> Result<Vec<bool>, sqlx::Error> {
     use sqlx::Acquire;
-    let mut csv = Vec::with_capacity(keys.len() * 48);
-    for (key, bucket) in keys.iter().zip(buckets) {
-        use std::io::Write;
-        let _ = writeln!(csv, "{key},{bucket}");
+    let mut csv = Vec::with_capacity(events.len() * 64);
+    for (i, bucket) in buckets.iter().enumerate() {
+        let (p, d, e) = events.key(i);
+        csv_record(&mut csv, &[&p, &d, &e, bucket]);
     }
     {
         let mut savepoint = tx.begin().await?;
         match copy_raw(&mut savepoint, COPY_EVENT_IDS, &csv).await {
             Ok(()) => {
                 savepoint.commit().await?;
-                return Ok(keys.iter().copied().collect());
+                return Ok(vec![true; events.len()]);
             }
             Err(err)
                 if err
@@ -257,18 +258,29 @@ async fn insert_keys(
             Err(err) => return Err(err),
         }
     }
-    let new = sqlx::query_scalar(
-        "INSERT INTO event_ids (key, bucket) SELECT * FROM UNNEST($1::uuid[], $2::date[])
-         ON CONFLICT DO NOTHING RETURNING key",
+    let inserted: HashSet<(String, String, String)> = sqlx::query_as(
+        "INSERT INTO event_ids (project, datasource, event_id, bucket)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[])
+         ON CONFLICT DO NOTHING RETURNING project, datasource, event_id",
     )
-    .bind(keys)
+    .bind(&events.project)
+    .bind(&events.datasource)
+    .bind(&events.event_id)
     .bind(buckets)
     .fetch_all(&mut **tx)
-    .await?;
-    Ok(new.into_iter().collect())
+    .await?
+    .into_iter()
+    .collect();
+    Ok((0..events.len())
+        .map(|i| {
+            let (p, d, e) = events.key(i);
+            inserted.contains(&(p.to_owned(), d.to_owned(), e.to_owned()))
+        })
+        .collect())
 }
 
-const COPY_EVENT_IDS: &str = "COPY event_ids (key, bucket) FROM STDIN (FORMAT csv)";
+const COPY_EVENT_IDS: &str =
+    "COPY event_ids (project, datasource, event_id, bucket) FROM STDIN (FORMAT csv)";
 
 /// `COPY` (about twice as fast as an `INSERT` per row here, see BENCHMARKS.md).
 async fn copy(tx: &mut Transaction<'_, Postgres>, csv: &[u8]) -> Result<(), sqlx::Error> {
@@ -376,14 +388,5 @@ mod tests {
         assert_eq!(n("2026-11-01"), vec![]); // a generation is never its own neighbour
         assert_eq!(n("2027-01-15"), vec![day("0001-01-01"), day("2027-01-30")]);
         assert_eq!(n("2027-02-27"), vec![day("2026-12-31")]);
-    }
-
-    #[test]
-    fn the_key_is_the_sha256_prefix_of_the_three_ids() {
-        // The same value as the database's ingest_event_key('p', 'd', 'e1').
-        assert_eq!(
-            event_key("p", "d", "e1").to_string(),
-            "47f87bcf-16e3-d8af-0ba4-0a0c7c001313"
-        );
     }
 }
