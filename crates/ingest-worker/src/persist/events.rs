@@ -140,9 +140,16 @@ impl Generations {
             .map_or(day, |(from, _)| *from)
     }
 
-    /// The other generations a retry of an event received on `day` could be in.
-    fn neighbours(&self, day: NaiveDate, own: NaiveDate) -> impl Iterator<Item = NaiveDate> + '_ {
-        let (lo, hi) = (day - self.retention, day + self.retention);
+    /// The other generations a retry of an event received on `day` could be in: those
+    /// within the retention either side, except one that starts after `latest` (no event
+    /// received so far can be in it; the generation made ahead is not probed in vain).
+    fn neighbours(
+        &self,
+        day: NaiveDate,
+        own: NaiveDate,
+        latest: NaiveDate,
+    ) -> impl Iterator<Item = NaiveDate> + '_ {
+        let (lo, hi) = (day - self.retention, (day + self.retention).min(latest));
         self.ranges
             .iter()
             .filter(move |(from, to)| *from != own && *from <= hi && lo < *to)
@@ -179,9 +186,11 @@ pub(super) async fn write(
 
     // New in their own generation: are they in another one?
     let mut probes: BTreeMap<NaiveDate, Vec<usize>> = BTreeMap::new();
+    // Receipt days come from the gateways' clocks: a day of margin for theirs running ahead.
+    let latest = Utc::now().date_naive().max(latest) + TimeDelta::days(1);
     for (i, is_new) in new.iter().enumerate() {
         if *is_new {
-            for other in generations.neighbours(days[i], buckets[i]) {
+            for other in generations.neighbours(days[i], buckets[i], latest) {
                 probes.entry(other).or_default().push(i);
             }
         }
@@ -382,11 +391,17 @@ mod tests {
         assert!(g.covers(day("2027-02-28")) && !g.covers(day("2027-03-01")));
         let n = |d: &str| -> Vec<NaiveDate> {
             let d = day(d);
-            g.neighbours(d, g.bucket(d)).collect()
+            g.neighbours(d, g.bucket(d), day("2100-01-01")).collect()
         };
         assert_eq!(n("2027-01-01"), vec![day("0001-01-01"), day("2027-01-30")]);
         assert_eq!(n("2026-11-01"), vec![]); // a generation is never its own neighbour
         assert_eq!(n("2027-01-15"), vec![day("0001-01-01"), day("2027-01-30")]);
         assert_eq!(n("2027-02-27"), vec![day("2026-12-31")]);
+        // A generation starting after the latest receipt day so far is not probed.
+        let d = day("2027-01-15");
+        let until_now: Vec<NaiveDate> = g
+            .neighbours(d, g.bucket(d), d + TimeDelta::days(1))
+            .collect();
+        assert_eq!(until_now, vec![day("0001-01-01")]);
     }
 }
