@@ -125,17 +125,7 @@ fn render(meta: &ClusterMeta, modes: &[(&str, ModeResults)], machine: &str) -> S
     let w = &mut s;
     let _ = writeln!(w, "{BEGIN}\n");
     let _ = writeln!(w, "### Latest cluster run\n");
-    let _ = writeln!(
-        w,
-        "- **When**: {} (commit `{}`){}",
-        meta.date,
-        meta.commit,
-        if meta.mode.is_empty() {
-            String::new()
-        } else {
-            format!(", mode `{}`", meta.mode)
-        }
-    );
+    let _ = writeln!(w, "{}", report::when(&meta.date, &meta.commit, &meta.mode));
     let _ = writeln!(w, "- **Machine**: {machine}");
     let _ = writeln!(
         w,

@@ -22,6 +22,16 @@ pub const END: &str = "<!-- bench:end -->";
 /// (shrinking back after a peak is not growth).
 const FLAT_MIB_PER_MIN: f64 = 1.0;
 
+/// The "When" line of a rendered run: date, commit and (when given) the mode.
+pub(crate) fn when(date: &str, commit: &str, mode: &str) -> String {
+    let mode = if mode.is_empty() {
+        String::new()
+    } else {
+        format!(", mode `{mode}`")
+    };
+    format!("- **When**: {date} (commit `{commit}`){mode}")
+}
+
 /// `meta.json` of a results directory, written by the benchmark scripts.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Meta {
@@ -152,17 +162,7 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     let w = &mut s;
     let _ = writeln!(w, "{BEGIN}\n");
     let _ = writeln!(w, "## Latest run\n");
-    let _ = writeln!(
-        w,
-        "- **When**: {} (commit `{}`){}",
-        meta.date,
-        meta.commit,
-        if meta.mode.is_empty() {
-            String::new()
-        } else {
-            format!(", mode `{}`", meta.mode)
-        }
-    );
+    let _ = writeln!(w, "{}", when(&meta.date, &meta.commit, &meta.mode));
     let _ = writeln!(w, "- **Machine**: {}", machine());
     let _ = writeln!(
         w,

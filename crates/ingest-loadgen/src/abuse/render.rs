@@ -63,17 +63,7 @@ fn render(meta: &Meta, reports: &[AbuseReport]) -> String {
     let w = &mut s;
     let _ = writeln!(w, "{BEGIN}\n");
     let _ = writeln!(w, "### Latest abuse run\n");
-    let _ = writeln!(
-        w,
-        "- **When**: {} (commit `{}`){}",
-        meta.date,
-        meta.commit,
-        if meta.mode.is_empty() {
-            String::new()
-        } else {
-            format!(", mode `{}`", meta.mode)
-        }
-    );
+    let _ = writeln!(w, "{}", report::when(&meta.date, &meta.commit, &meta.mode));
     let _ = writeln!(w, "- **Machine**: {}", report::machine());
     if let Some(r) = reports.first() {
         let h = &r.healthy;
