@@ -218,7 +218,10 @@ pub(super) async fn write(
     let keep: Vec<bool> = (0..events.len())
         .map(|i| {
             let (p, d, e) = events.key(i);
-            new[i] && !elsewhere.contains(&(p.to_owned(), d.to_owned(), e.to_owned()))
+            // Found elsewhere is rare: no key is built for the usual empty set.
+            new[i]
+                && (elsewhere.is_empty()
+                    || !elsewhere.contains(&(p.to_owned(), d.to_owned(), e.to_owned())))
         })
         .collect();
     let kept = keep.iter().filter(|k| **k).count();
