@@ -47,6 +47,12 @@ pub enum Operation {
     UpsertContact { attributes: Map<String, Value> },
     /// Delete the contact.
     DeleteContact,
+    /// Erase the user from the datasource: the contact, and every write of the user
+    /// (events included) the gateway received at or before this envelope's
+    /// `received_at`, wherever it is: stored, in flight, replayed or redriven later.
+    /// Published on the contacts topic with the user's key, so it is ordered with the
+    /// user's contact writes.
+    EraseUser,
     /// Append an event; a second event with the same id is a no-op.
     AppendEvent {
         event_id: String,
@@ -123,6 +129,7 @@ mod tests {
                 attributes: attrs.as_object().unwrap().clone(),
             },
             Operation::DeleteContact,
+            Operation::EraseUser,
             Operation::AppendEvent {
                 event_id: "e1".into(),
                 event_type: "purchase".into(),

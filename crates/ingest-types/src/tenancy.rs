@@ -75,15 +75,18 @@ pub enum Endpoint {
     ContactsDelete,
     /// `GET /stream/specs/...`
     Specs,
+    /// `DELETE /stream/users/{user_id}` and `GET /stream/users/{user_id}/erasure`
+    Erasures,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 5] = [
+    pub const ALL: [Endpoint; 6] = [
         Endpoint::Stream,
         Endpoint::Contacts,
         Endpoint::Events,
         Endpoint::ContactsDelete,
         Endpoint::Specs,
+        Endpoint::Erasures,
     ];
 
     /// The name used in the database, the CLI and metrics.
@@ -94,6 +97,7 @@ impl Endpoint {
             Endpoint::Events => "events",
             Endpoint::ContactsDelete => "contacts_delete",
             Endpoint::Specs => "specs",
+            Endpoint::Erasures => "erasures",
         }
     }
 }

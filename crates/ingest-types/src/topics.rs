@@ -34,7 +34,9 @@ impl Topics {
     /// topic (and one key per user), so Kafka keeps them in order.
     pub fn for_operation(&self, op: &Operation) -> &str {
         match op {
-            Operation::UpsertContact { .. } | Operation::DeleteContact => &self.contacts,
+            Operation::UpsertContact { .. } | Operation::DeleteContact | Operation::EraseUser => {
+                &self.contacts
+            }
             Operation::AppendEvent { .. } => &self.events,
         }
     }

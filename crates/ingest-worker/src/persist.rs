@@ -70,7 +70,7 @@ impl Batch {
             };
             let contact = match &env.op {
                 Operation::UpsertContact { attributes } => Some(Some(attributes)),
-                Operation::DeleteContact => Some(None),
+                Operation::DeleteContact | Operation::EraseUser => Some(None),
                 Operation::AppendEvent {
                     event_id,
                     event_type,
