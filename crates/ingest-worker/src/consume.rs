@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ingest_types::Envelope;
+use ingest_types::{Envelope, Operation};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letter::DeadLetters;
 use crate::metrics::{
     BATCH_SIZE_MESSAGES, COMMIT_FAILURES_TOTAL, DB_RETRIES_TOTAL, DB_WRITE_DURATION_SECONDS,
-    END_TO_END_LATENCY_SECONDS, MESSAGES_TOTAL,
+    END_TO_END_LATENCY_SECONDS, ERASED_EVENTS_TOTAL, ERASURES_TOTAL, ERASURE_DURATION_SECONDS,
+    MESSAGES_TOTAL,
 };
-use crate::persist::{is_permanent, Batch};
+use crate::persist::{self, is_permanent, Batch};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -152,6 +153,50 @@ impl ConsumeLoop {
             return Ok(());
         }
         metrics::histogram!(BATCH_SIZE_MESSAGES).record(decoded.len() as f64);
+        // Erasures are recorded before the batch (so it drops what they erase) and
+        // completed after it (see crate::persist::erasure).
+        let erasures: Vec<&Envelope> = decoded
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.op == Operation::EraseUser)
+            .collect();
+        let started = Instant::now();
+        for erasure in &erasures {
+            self.retrying("recording an erasure", shutdown, || {
+                persist::erasure::record(&self.pool, erasure)
+            })
+            .await?;
+        }
+        self.persist_batch(prepared, shutdown).await?;
+        for erasure in &erasures {
+            let deleted = self
+                .retrying("completing an erasure", shutdown, || {
+                    persist::erasure::complete(&self.pool, erasure)
+                })
+                .await?;
+            metrics::counter!(ERASURES_TOTAL).increment(1);
+            metrics::counter!(ERASED_EVENTS_TOTAL).increment(deleted);
+            metrics::histogram!(ERASURE_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+            tracing::info!(
+                project = %erasure.project,
+                datasource = %erasure.datasource,
+                request_id = %erasure.request_id,
+                erased_through = %erasure.received_at,
+                events_deleted = deleted,
+                "user erased"
+            );
+        }
+        Ok(())
+    }
+
+    /// Persists the batch; when that fails for good, isolates and dead-letters the
+    /// messages that can never be written.
+    async fn persist_batch(
+        &self,
+        prepared: &Prepared,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        let (messages, decoded) = (&prepared.messages, &prepared.decoded);
         match self.persist_retrying(&prepared.batch, shutdown).await? {
             Ok(()) => self.record_persisted(decoded.iter().map(|(i, e)| (&messages[*i], e))),
             Err(err) => {
@@ -177,6 +222,36 @@ impl ConsumeLoop {
             }
         }
         Ok(())
+    }
+
+    /// Runs an erasure step until it succeeds or shutdown begins. Its statements cannot
+    /// fail for good on valid input (ids and a time, all validated by the gateway), so
+    /// every failure is retried, with capped exponential backoff.
+    async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        shutdown: &CancellationToken,
+        mut step: F,
+    ) -> Result<T, Abandoned>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let mut backoff = BACKOFF_START;
+        loop {
+            match step().await {
+                Ok(value) => return Ok(value),
+                Err(err) => {
+                    metrics::counter!(DB_RETRIES_TOTAL).increment(1);
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "{what} failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(Abandoned),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
     }
 
     /// Persists, retrying transient failures with capped exponential backoff until they

@@ -12,7 +12,8 @@
 //!    Tombstones older than the horizon (`lifecycle_settings.tombstone_horizon_days`) are
 //!    deleted in bounded transactions, after `lifecycle_state.tombstones_purged_before` is
 //!    raised to the cut-off: `ingestctl replay` refuses to rewind to before that point
-//!    (plus a margin), so no purged tombstone's old upsert can be replayed.
+//!    (plus a margin), so no purged tombstone's old upsert can be replayed. Completed
+//!    erasure records (`user_erasures`) older than the same cut-off go with them.
 
 pub mod partitions;
 
@@ -24,7 +25,8 @@ use sqlx::{PgPool, Postgres};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{
-    MAINTENANCE_LAST_SUCCESS_TIMESTAMP_SECONDS, MAINTENANCE_RUNS_TOTAL, TOMBSTONES_PURGED_TOTAL,
+    ERASURES_PURGED_TOTAL, MAINTENANCE_LAST_SUCCESS_TIMESTAMP_SECONDS, MAINTENANCE_RUNS_TOTAL,
+    TOMBSTONES_PURGED_TOTAL,
 };
 
 /// The key of the session advisory lock only one maintenance run holds.
@@ -136,6 +138,24 @@ async fn purge_tombstones(
         .rows_affected();
         purged += deleted;
         metrics::counter!(TOMBSTONES_PURGED_TOTAL).increment(deleted);
+        if deleted < PURGE_CHUNK as u64 {
+            break;
+        }
+    }
+    // Erasure records too: they keep erased writes out as tombstones keep deleted
+    // contacts from coming back, and a replay from before the cutoff is refused.
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM user_erasures WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM user_erasures
+                  WHERE erased_through < $1 AND completed_at IS NOT NULL LIMIT $2))",
+        )
+        .bind(cutoff)
+        .bind(PURGE_CHUNK)
+        .execute(&mut **conn)
+        .await?
+        .rows_affected();
+        metrics::counter!(ERASURES_PURGED_TOTAL).increment(deleted);
         if deleted < PURGE_CHUNK as u64 {
             return Ok((purged, cutoff));
         }

@@ -35,6 +35,17 @@ pub const EVENTS_PARTITIONS_AHEAD_SECONDS: &str = "ingest_worker_events_partitio
 /// Rows in the default partitions, by `table` (counted up to 100,001): rows of a day
 /// without its partition.
 pub const DEFAULT_PARTITION_ROWS: &str = "ingest_worker_default_partition_rows";
+/// Erasures of users completed (redeliveries included).
+pub const ERASURES_TOTAL: &str = "ingest_worker_erasures_total";
+/// From the start of the batch carrying an erasure to the erasure's completion.
+pub const ERASURE_DURATION_SECONDS: &str = "ingest_worker_erasure_duration_seconds";
+/// Stored events deleted by erasures.
+pub const ERASED_EVENTS_TOTAL: &str = "ingest_worker_erased_events_total";
+/// Events not stored because an erasure of their user covers them (in flight when it
+/// ran, replayed or redriven later).
+pub const ERASED_INFLIGHT_EVENTS_TOTAL: &str = "ingest_worker_erased_inflight_events_total";
+/// Erasure records purged past the tombstone horizon.
+pub const ERASURES_PURGED_TOTAL: &str = "ingest_worker_erasures_purged_total";
 
 /// Registers the HELP text of every metric above (Prometheus' `# HELP` lines), once the
 /// recorder is installed.
@@ -89,5 +100,22 @@ pub fn describe() {
     describe_counter!(
         TOMBSTONES_PURGED_TOTAL,
         "Tombstones of deleted contacts purged past the horizon."
+    );
+    describe_counter!(
+        ERASURES_TOTAL,
+        "Erasures of users completed (redeliveries included)."
+    );
+    describe_histogram!(
+        ERASURE_DURATION_SECONDS,
+        "From the start of the batch carrying an erasure to its completion."
+    );
+    describe_counter!(ERASED_EVENTS_TOTAL, "Stored events deleted by erasures.");
+    describe_counter!(
+        ERASED_INFLIGHT_EVENTS_TOTAL,
+        "Events not stored because an erasure of their user covers them."
+    );
+    describe_counter!(
+        ERASURES_PURGED_TOTAL,
+        "Erasure records purged past the tombstone horizon."
     );
 }

@@ -1,15 +1,14 @@
 //! All persistence SQL. One transaction per batch, set-based statements (`UNNEST` of
-//! column arrays), idempotent effects:
+//! column arrays, `COPY`), idempotent effects:
 //!
-//! - contact writes are folded per user in batch order (so several writes for one user
-//!   in one batch apply in order), then applied with a few statements for the whole
-//!   batch. Each write carries a version, the Kafka offset of its last message (a
-//!   user's writes share one partition, so offsets order them as they were accepted):
-//!   a row or tombstone with an equal or newer version is never overwritten, so a
-//!   redelivered or replayed older write changes nothing;
+//! - contact writes ([`contacts`]) are folded per user in batch order and applied with a
+//!   few statements for the whole batch, versioned by Kafka offset: a redelivered or
+//!   replayed older write changes nothing;
 //! - events are stored once per (project, datasource, `_event_id`) within the retention
 //!   period, through the deduplication of [`events`]: a redelivered, replayed or retried
-//!   event is a no-op.
+//!   event is a no-op;
+//! - erasures of users ([`erasure`]) are recorded before the batch that carries them and
+//!   completed after it; every batch drops the writes an erasure erases.
 
 use std::collections::HashMap;
 
@@ -21,31 +20,27 @@ use sqlx::{PgPool, Postgres, Transaction};
 /// The migrations under the workspace's `migrations/`, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
+mod contacts;
+pub mod erasure;
 mod events;
+pub use contacts::ContactWrite;
+use contacts::{ContactOp, Contacts};
+use erasure::Erasures;
 use events::EventColumns;
 pub use events::COPY_EVENTS;
 
-/// The net effect of a batch's writes on one contact.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ContactWrite {
-    /// Merge into the stored attributes: keys overwrite, `null` removes.
-    Merge(Map<String, Value>),
-    /// The contact was deleted earlier in the batch, then written again: replace it.
-    Replace(Map<String, Value>),
-    Delete,
-}
-
-type ContactKey = (String, String, String);
-
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Net write and version per (project, datasource, user), in first-seen order.
-    contacts: Vec<(ContactKey, ContactWrite, i64)>,
+    contacts: Contacts,
     events: EventColumns,
-    /// Items per `sync_id` (requests that asked `?_sync`), announced at commit.
+    /// Items per `sync_id` (requests that asked `?_sync`), announced at commit. An
+    /// erasure is announced when it completes ([`erasure::complete`]), not here.
     synced: HashMap<String, u64>,
     /// The events as `COPY` input, built with the batch (off the database's time).
     events_csv: Vec<u8>,
+    /// The (project, datasource) pairs written to, sorted: their erasure locks are held
+    /// shared by the transaction.
+    datasources: Vec<(String, String)>,
     /// The Kafka partitions (`topic/partition`) the contact writes came from, locked for
     /// the transaction (see [`Batch::locking_partitions`]).
     partition_locks: Vec<String>,
@@ -56,21 +51,25 @@ impl Batch {
     /// batch's net effect. The version is the message's Kafka offset.
     pub fn from_envelopes<'a>(envelopes: impl IntoIterator<Item = (i64, &'a Envelope)>) -> Self {
         let mut batch = Batch::default();
-        let mut index: HashMap<ContactKey, usize> = HashMap::new();
         for (version, env) in envelopes {
             if let Some(sync_id) = &env.sync_id {
-                *batch.synced.entry(sync_id.clone()).or_default() += 1;
+                if env.op != Operation::EraseUser {
+                    *batch.synced.entry(sync_id.clone()).or_default() += 1;
+                }
             }
-            let key = || {
-                (
-                    env.project.clone(),
-                    env.datasource.clone(),
-                    env.user_id.clone(),
-                )
-            };
-            let contact = match &env.op {
-                Operation::UpsertContact { attributes } => Some(Some(attributes)),
-                Operation::DeleteContact | Operation::EraseUser => Some(None),
+            if batch
+                .datasources
+                .last()
+                .is_none_or(|(p, d)| *p != env.project || *d != env.datasource)
+            {
+                batch
+                    .datasources
+                    .push((env.project.clone(), env.datasource.clone()));
+            }
+            let op = match &env.op {
+                Operation::UpsertContact { attributes } => ContactOp::Upsert(attributes.clone()),
+                Operation::DeleteContact => ContactOp::Delete,
+                Operation::EraseUser => ContactOp::Erase,
                 Operation::AppendEvent {
                     event_id,
                     event_type,
@@ -80,38 +79,18 @@ impl Batch {
                     batch
                         .events
                         .push(env, event_id, event_type, *event_date, parameters);
-                    None
+                    continue;
                 }
             };
-            let Some(upsert) = contact else { continue };
-            let key = key();
-            match index.get(&key) {
-                Some(&i) => {
-                    let (_, slot, slot_version) = &mut batch.contacts[i];
-                    *slot_version = (*slot_version).max(version);
-                    *slot = match (std::mem::replace(slot, ContactWrite::Delete), upsert) {
-                        (_, None) => ContactWrite::Delete,
-                        (ContactWrite::Merge(mut m), Some(a)) => {
-                            m.extend(a.clone());
-                            ContactWrite::Merge(m)
-                        }
-                        (ContactWrite::Replace(mut m), Some(a)) => {
-                            m.extend(a.clone());
-                            ContactWrite::Replace(m)
-                        }
-                        (ContactWrite::Delete, Some(a)) => ContactWrite::Replace(a.clone()),
-                    };
-                }
-                None => {
-                    index.insert(key.clone(), batch.contacts.len());
-                    let write = match upsert {
-                        Some(a) => ContactWrite::Merge(a.clone()),
-                        None => ContactWrite::Delete,
-                    };
-                    batch.contacts.push((key, write, version));
-                }
-            }
+            let key = (
+                env.project.clone(),
+                env.datasource.clone(),
+                env.user_id.clone(),
+            );
+            batch.contacts.push(key, version, env.received_at, op);
         }
+        batch.datasources.sort_unstable();
+        batch.datasources.dedup();
         batch.events_csv = batch.events.to_csv(None);
         batch
     }
@@ -143,15 +122,24 @@ impl Batch {
         &self.events_csv
     }
 
-    pub fn contact_writes(&self) -> impl Iterator<Item = &ContactWrite> {
-        self.contacts.iter().map(|(_, w, _)| w)
+    /// The net contact writes (no erasure applied).
+    pub fn contact_writes(&self) -> impl Iterator<Item = ContactWrite<'_>> {
+        self.contacts
+            .fold(&Erasures::default())
+            .map(|(_, write, _)| write)
     }
 
     /// Applies the batch in one transaction. Returns only after the commit.
     pub async fn persist(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let oldest = match (self.contacts.oldest(), self.events.oldest()) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(t), None) | (None, Some(t)) => t,
+            (None, None) => return Ok(()),
+        };
         let mut tx = pool.begin().await?;
         if !self.partition_locks.is_empty() {
-            // In a fixed order, so two writers cannot deadlock on them.
+            // In a fixed order, so two writers cannot deadlock on them (and always before
+            // the erasure locks, as every transaction that takes both does).
             sqlx::query(
                 "SELECT pg_advisory_xact_lock(hashtextextended('ingest-worker:' || k, 0))
                    FROM UNNEST($1::text[]) WITH ORDINALITY AS u(k, i) ORDER BY i",
@@ -160,10 +148,22 @@ impl Batch {
             .execute(&mut *tx)
             .await?;
         }
-        self.write_contacts(&mut tx).await?;
-        events::write(&mut tx, &self.events, &self.events_csv).await?;
+        let erased = Erasures::concerning(&mut tx, &self.datasources, oldest).await?;
+        let writes: Vec<_> = self.contacts.fold(&erased).collect();
+        contacts::write(&mut tx, writes).await?;
+        let mut dropped = 0;
+        match self.events.without(&erased) {
+            None => events::write(&mut tx, &self.events, &self.events_csv).await?,
+            Some(kept) => {
+                let csv = kept.to_csv(None);
+                events::write(&mut tx, &kept, &csv).await?;
+                dropped = self.events.len() - kept.len();
+            }
+        }
         self.announce_synced(&mut tx).await?;
-        tx.commit().await
+        tx.commit().await?;
+        metrics::counter!(crate::metrics::ERASED_INFLIGHT_EVENTS_TOTAL).increment(dropped as u64);
+        Ok(())
     }
 
     /// `NOTIFY ingest_committed` with `{"<sync_id>": items, ...}`, inside the transaction:
@@ -193,143 +193,6 @@ impl Batch {
         }
         Ok(())
     }
-
-    async fn write_contacts(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
-        if self.contacts.is_empty() {
-            return Ok(());
-        }
-        let mut deletes = KeyColumns::default();
-        let mut replaces = KeyColumns::default();
-        let mut merges = KeyColumns::default();
-        for ((project, datasource, user_id), write, version) in &self.contacts {
-            let (columns, attributes) = match write {
-                ContactWrite::Delete => (&mut deletes, None),
-                ContactWrite::Replace(a) => (&mut replaces, Some(a)),
-                ContactWrite::Merge(a) => (&mut merges, Some(a)),
-            };
-            columns.push(project, datasource, user_id, *version, attributes);
-        }
-        if !deletes.is_empty() {
-            // Remove older rows, and remember the delete's version.
-            sqlx::query(
-                "WITH d AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
-                                AS d(project, datasource, user_id, version)),
-                      removed AS (
-                     DELETE FROM contacts c USING d
-                      WHERE c.project = d.project AND c.datasource = d.datasource
-                        AND c.user_id = d.user_id AND c.version < d.version)
-                 INSERT INTO contact_tombstones (project, datasource, user_id, version)
-                 SELECT project, datasource, user_id, version FROM d
-                 ON CONFLICT (project, datasource, user_id)
-                 DO UPDATE SET version = EXCLUDED.version, deleted_at = now()
-                 WHERE contact_tombstones.version < EXCLUDED.version",
-            )
-            .bind(&deletes.project)
-            .bind(&deletes.datasource)
-            .bind(&deletes.user_id)
-            .bind(&deletes.version)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !replaces.is_empty() {
-            // Deleted and written again in this batch: an older row is replaced whole.
-            sqlx::query(
-                "DELETE FROM contacts c
-                 USING UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
-                       AS r(project, datasource, user_id, version)
-                 WHERE c.project = r.project AND c.datasource = r.datasource
-                   AND c.user_id = r.user_id AND c.version < r.version",
-            )
-            .bind(&replaces.project)
-            .bind(&replaces.datasource)
-            .bind(&replaces.user_id)
-            .bind(&replaces.version)
-            .execute(&mut **tx)
-            .await?;
-            merges.extend(replaces);
-        }
-        if !merges.is_empty() {
-            // Create missing rows (not for users deleted by a newer write), then merge
-            // into rows older than the write. Two statements because a fresh row must not
-            // keep the nulls that, on an existing row, remove attributes; each key occurs
-            // once per batch, so the UPDATE touches each row once.
-            sqlx::query(
-                "INSERT INTO contacts (project, datasource, user_id)
-                 SELECT m.project, m.datasource, m.user_id
-                   FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
-                        AS m(project, datasource, user_id, version)
-                  WHERE NOT EXISTS (
-                        SELECT 1 FROM contact_tombstones t
-                         WHERE t.project = m.project AND t.datasource = m.datasource
-                           AND t.user_id = m.user_id AND t.version >= m.version)
-                 ON CONFLICT (project, datasource, user_id) DO NOTHING",
-            )
-            .bind(&merges.project)
-            .bind(&merges.datasource)
-            .bind(&merges.user_id)
-            .bind(&merges.version)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query(
-                "UPDATE contacts c
-                 SET attributes = jsonb_strip_nulls(c.attributes || m.patch),
-                     version = m.version, updated_at = now()
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[])
-                      AS m(project, datasource, user_id, version, patch)
-                 WHERE c.project = m.project AND c.datasource = m.datasource
-                   AND c.user_id = m.user_id AND c.version < m.version",
-            )
-            .bind(&merges.project)
-            .bind(&merges.datasource)
-            .bind(&merges.user_id)
-            .bind(&merges.version)
-            .bind(&merges.attributes)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(())
-    }
-}
-
-/// Column arrays of contact writes, for `UNNEST`.
-#[derive(Debug, Default)]
-struct KeyColumns<'a> {
-    project: Vec<&'a str>,
-    datasource: Vec<&'a str>,
-    user_id: Vec<&'a str>,
-    version: Vec<i64>,
-    attributes: Vec<Value>,
-}
-
-impl<'a> KeyColumns<'a> {
-    fn push(
-        &mut self,
-        project: &'a str,
-        datasource: &'a str,
-        user_id: &'a str,
-        version: i64,
-        attributes: Option<&Map<String, Value>>,
-    ) {
-        self.project.push(project);
-        self.datasource.push(datasource);
-        self.user_id.push(user_id);
-        self.version.push(version);
-        if let Some(a) = attributes {
-            self.attributes.push(Value::Object(a.clone()));
-        }
-    }
-
-    fn extend(&mut self, other: KeyColumns<'a>) {
-        self.project.extend(other.project);
-        self.datasource.extend(other.datasource);
-        self.user_id.extend(other.user_id);
-        self.version.extend(other.version);
-        self.attributes.extend(other.attributes);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.project.is_empty()
-    }
 }
 
 /// Whether retrying the same statement can never succeed: data exceptions (class 22)
@@ -350,6 +213,7 @@ mod tests {
     use chrono::Utc;
     use ingest_types::ENVELOPE_VERSION;
     use serde_json::json;
+    use std::borrow::Cow;
 
     fn env(user: &str, op: Operation) -> Envelope {
         Envelope {
@@ -386,13 +250,13 @@ mod tests {
             env("c", upsert(json!({"z": 4, "w": null}))),
         ];
         let batch = Batch::from_envelopes(envs.iter().enumerate().map(|(i, e)| (i as i64, e)));
-        let writes: Vec<_> = batch.contact_writes().cloned().collect();
+        let writes: Vec<_> = batch.contact_writes().collect();
         assert_eq!(
             writes,
             vec![
-                ContactWrite::Merge(obj(json!({"x": 2, "y": null}))),
+                ContactWrite::Merge(Cow::Owned(obj(json!({"x": 2, "y": null})))),
                 ContactWrite::Delete,
-                ContactWrite::Replace(obj(json!({"z": 4, "w": null}))),
+                ContactWrite::Replace(Cow::Owned(obj(json!({"z": 4, "w": null})))),
             ]
         );
     }

@@ -27,6 +27,8 @@ use ingest_types::Envelope;
 use serde_json::{Map, Value};
 use sqlx::{Postgres, Transaction};
 
+use super::erasure::Erasures;
+
 /// The statement events are written with; its input is [`super::Batch::events_csv`].
 pub const COPY_EVENTS: &str = "COPY events (project, datasource, event_id, user_id, event_type, \
      event_date, parameters, received_at) FROM STDIN (FORMAT csv)";
@@ -38,6 +40,9 @@ type EventKey = (String, String, String);
 #[derive(Debug, Default)]
 pub(super) struct EventColumns {
     seen: HashSet<EventKey>,
+    /// Later copies of a key already held (rare: a retry in the same batch), kept in case
+    /// an erasure removes the first copy but not a later one.
+    later_copies: Vec<OwnedEvent>,
     project: Vec<String>,
     datasource: Vec<String>,
     event_id: Vec<String>,
@@ -64,16 +69,100 @@ impl EventColumns {
             event_id.to_owned(),
         );
         if !self.seen.insert(key) {
+            self.later_copies.push(OwnedEvent {
+                project: env.project.clone(),
+                datasource: env.datasource.clone(),
+                event_id: event_id.to_owned(),
+                user_id: env.user_id.clone(),
+                event_type: event_type.to_owned(),
+                event_date,
+                parameters: Value::Object(parameters.clone()),
+                received_at: env.received_at,
+            });
             return;
         }
-        self.project.push(env.project.clone());
-        self.datasource.push(env.datasource.clone());
-        self.event_id.push(event_id.to_owned());
-        self.user_id.push(env.user_id.clone());
-        self.event_type.push(event_type.to_owned());
-        self.event_date.push(event_date);
-        self.parameters.push(Value::Object(parameters.clone()));
-        self.received_at.push(env.received_at);
+        self.push_columns(OwnedEvent {
+            project: env.project.clone(),
+            datasource: env.datasource.clone(),
+            event_id: event_id.to_owned(),
+            user_id: env.user_id.clone(),
+            event_type: event_type.to_owned(),
+            event_date,
+            parameters: Value::Object(parameters.clone()),
+            received_at: env.received_at,
+        });
+    }
+
+    fn push_columns(&mut self, event: OwnedEvent) {
+        self.project.push(event.project);
+        self.datasource.push(event.datasource);
+        self.event_id.push(event.event_id);
+        self.user_id.push(event.user_id);
+        self.event_type.push(event.event_type);
+        self.event_date.push(event.event_date);
+        self.parameters.push(event.parameters);
+        self.received_at.push(event.received_at);
+    }
+
+    fn copy(&self, i: usize) -> OwnedEvent {
+        OwnedEvent {
+            project: self.project[i].clone(),
+            datasource: self.datasource[i].clone(),
+            event_id: self.event_id[i].clone(),
+            user_id: self.user_id[i].clone(),
+            event_type: self.event_type[i].clone(),
+            event_date: self.event_date[i],
+            parameters: self.parameters[i].clone(),
+            received_at: self.received_at[i],
+        }
+    }
+
+    /// The oldest receipt among the events.
+    pub(super) fn oldest(&self) -> Option<DateTime<Utc>> {
+        self.received_at.iter().min().copied()
+    }
+
+    /// The events without those `erased` erases, or `None` when it erases none. The
+    /// first copy of each key that is not erased stays.
+    pub(super) fn without(&self, erased: &Erasures) -> Option<EventColumns> {
+        if erased.is_empty() {
+            return None;
+        }
+        let is_erased = |p: &str, d: &str, u: &str, at: DateTime<Utc>| erased.erases(p, d, u, at);
+        let hit = (0..self.len()).any(|i| {
+            is_erased(
+                &self.project[i],
+                &self.datasource[i],
+                &self.user_id[i],
+                self.received_at[i],
+            )
+        });
+        if !hit {
+            return None;
+        }
+        let mut kept = EventColumns::default();
+        let copies = (0..self.len())
+            .map(|i| self.copy(i))
+            .chain(self.later_copies.iter().cloned());
+        for event in copies {
+            if is_erased(
+                &event.project,
+                &event.datasource,
+                &event.user_id,
+                event.received_at,
+            ) {
+                continue;
+            }
+            let key = (
+                event.project.clone(),
+                event.datasource.clone(),
+                event.event_id.clone(),
+            );
+            if kept.seen.insert(key) {
+                kept.push_columns(event);
+            }
+        }
+        Some(kept)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -105,6 +194,19 @@ impl EventColumns {
         }
         csv
     }
+}
+
+/// One event, owned.
+#[derive(Debug, Clone)]
+struct OwnedEvent {
+    project: String,
+    datasource: String,
+    event_id: String,
+    user_id: String,
+    event_type: String,
+    event_date: DateTime<Utc>,
+    parameters: Value,
+    received_at: DateTime<Utc>,
 }
 
 /// The generations of `event_ids` and the retention, read in the batch's transaction.

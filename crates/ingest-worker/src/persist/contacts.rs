@@ -1,0 +1,274 @@
+//! Contact writes: folded per user in the order consumed, filtered by erasures, and
+//! applied with a few set-based statements for the whole batch.
+//!
+//! Each write carries a version, the Kafka offset of its message (a user's writes share
+//! one partition, so offsets order them as they were accepted): a row or tombstone with
+//! an equal or newer version is never overwritten, so a redelivered or replayed older
+//! write changes nothing. An erasure acts on the contact as a delete at its version.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::{Postgres, Transaction};
+
+use super::erasure::Erasures;
+
+/// The net effect of a batch's writes on one contact.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContactWrite<'a> {
+    /// Merge into the stored attributes: keys overwrite, `null` removes.
+    Merge(Cow<'a, Map<String, Value>>),
+    /// The contact was deleted earlier in the batch, then written again: replace it.
+    Replace(Cow<'a, Map<String, Value>>),
+    Delete,
+}
+
+/// One write as consumed.
+#[derive(Debug)]
+pub(super) enum ContactOp {
+    Upsert(Map<String, Value>),
+    Delete,
+    /// An erasure: a delete no erasure filters out (it is what erases).
+    Erase,
+}
+
+/// (project, datasource, user).
+pub(super) type ContactKey = (String, String, String);
+
+/// A batch's contact writes per user, in first-seen order; folded when persisted (after
+/// the erasures concerning the batch are known).
+#[derive(Debug, Default)]
+pub(super) struct Contacts {
+    users: Vec<(ContactKey, Vec<Write>)>,
+    index: HashMap<ContactKey, usize>,
+}
+
+#[derive(Debug)]
+struct Write {
+    version: i64,
+    received_at: DateTime<Utc>,
+    op: ContactOp,
+}
+
+impl Contacts {
+    pub(super) fn push(
+        &mut self,
+        key: ContactKey,
+        version: i64,
+        received_at: DateTime<Utc>,
+        op: ContactOp,
+    ) {
+        let write = Write {
+            version,
+            received_at,
+            op,
+        };
+        match self.index.get(&key) {
+            Some(&i) => self.users[i].1.push(write),
+            None => {
+                self.index.insert(key.clone(), self.users.len());
+                self.users.push((key, vec![write]));
+            }
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// The oldest receipt among the writes.
+    pub(super) fn oldest(&self) -> Option<DateTime<Utc>> {
+        self.users
+            .iter()
+            .flat_map(|(_, writes)| writes.iter().map(|w| w.received_at))
+            .min()
+    }
+
+    /// The net write and version per user, without the writes `erased` erases (a user
+    /// left with none is skipped).
+    pub(super) fn fold<'a>(
+        &'a self,
+        erased: &Erasures,
+    ) -> impl Iterator<Item = (&'a ContactKey, ContactWrite<'a>, i64)> + 'a {
+        let erased = (!erased.is_empty()).then(|| erased.clone());
+        self.users.iter().filter_map(move |(key, writes)| {
+            let kept = writes.iter().filter(|w| {
+                matches!(w.op, ContactOp::Erase)
+                    || !erased
+                        .as_ref()
+                        .is_some_and(|e| e.erases(&key.0, &key.1, &key.2, w.received_at))
+            });
+            let mut net: Option<(ContactWrite<'a>, i64)> = None;
+            for w in kept {
+                let upsert = match &w.op {
+                    ContactOp::Upsert(a) => Some(a),
+                    ContactOp::Delete | ContactOp::Erase => None,
+                };
+                let (previous, version) = match net.take() {
+                    Some((write, version)) => (Some(write), version.max(w.version)),
+                    None => (None, w.version),
+                };
+                let write = match (previous, upsert) {
+                    (_, None) => ContactWrite::Delete,
+                    (None, Some(a)) => ContactWrite::Merge(Cow::Borrowed(a)),
+                    (Some(ContactWrite::Merge(mut m)), Some(a)) => {
+                        m.to_mut().extend(a.clone());
+                        ContactWrite::Merge(m)
+                    }
+                    (Some(ContactWrite::Replace(mut m)), Some(a)) => {
+                        m.to_mut().extend(a.clone());
+                        ContactWrite::Replace(m)
+                    }
+                    (Some(ContactWrite::Delete), Some(a)) => {
+                        ContactWrite::Replace(Cow::Borrowed(a))
+                    }
+                };
+                net = Some((write, version));
+            }
+            net.map(|(write, version)| (key, write, version))
+        })
+    }
+}
+
+/// Applies the folded writes in `tx`.
+pub(super) async fn write(
+    tx: &mut Transaction<'_, Postgres>,
+    writes: Vec<(&ContactKey, ContactWrite<'_>, i64)>,
+) -> Result<(), sqlx::Error> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let mut deletes = KeyColumns::default();
+    let mut replaces = KeyColumns::default();
+    let mut merges = KeyColumns::default();
+    for ((project, datasource, user_id), write, version) in &writes {
+        let (columns, attributes) = match write {
+            ContactWrite::Delete => (&mut deletes, None),
+            ContactWrite::Replace(a) => (&mut replaces, Some(&**a)),
+            ContactWrite::Merge(a) => (&mut merges, Some(&**a)),
+        };
+        columns.push(project, datasource, user_id, *version, attributes);
+    }
+    if !deletes.is_empty() {
+        // Remove older rows, and remember the delete's version.
+        sqlx::query(
+            "WITH d AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+                            AS d(project, datasource, user_id, version)),
+                  removed AS (
+                 DELETE FROM contacts c USING d
+                  WHERE c.project = d.project AND c.datasource = d.datasource
+                    AND c.user_id = d.user_id AND c.version < d.version)
+             INSERT INTO contact_tombstones (project, datasource, user_id, version)
+             SELECT project, datasource, user_id, version FROM d
+             ON CONFLICT (project, datasource, user_id)
+             DO UPDATE SET version = EXCLUDED.version, deleted_at = now()
+             WHERE contact_tombstones.version < EXCLUDED.version",
+        )
+        .bind(&deletes.project)
+        .bind(&deletes.datasource)
+        .bind(&deletes.user_id)
+        .bind(&deletes.version)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !replaces.is_empty() {
+        // Deleted and written again in this batch: an older row is replaced whole.
+        sqlx::query(
+            "DELETE FROM contacts c
+             USING UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+                   AS r(project, datasource, user_id, version)
+             WHERE c.project = r.project AND c.datasource = r.datasource
+               AND c.user_id = r.user_id AND c.version < r.version",
+        )
+        .bind(&replaces.project)
+        .bind(&replaces.datasource)
+        .bind(&replaces.user_id)
+        .bind(&replaces.version)
+        .execute(&mut **tx)
+        .await?;
+        merges.extend(replaces);
+    }
+    if !merges.is_empty() {
+        // Create missing rows (not for users deleted by a newer write), then merge
+        // into rows older than the write. Two statements because a fresh row must not
+        // keep the nulls that, on an existing row, remove attributes; each key occurs
+        // once per batch, so the UPDATE touches each row once.
+        sqlx::query(
+            "INSERT INTO contacts (project, datasource, user_id)
+             SELECT m.project, m.datasource, m.user_id
+               FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+                    AS m(project, datasource, user_id, version)
+              WHERE NOT EXISTS (
+                    SELECT 1 FROM contact_tombstones t
+                     WHERE t.project = m.project AND t.datasource = m.datasource
+                       AND t.user_id = m.user_id AND t.version >= m.version)
+             ON CONFLICT (project, datasource, user_id) DO NOTHING",
+        )
+        .bind(&merges.project)
+        .bind(&merges.datasource)
+        .bind(&merges.user_id)
+        .bind(&merges.version)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE contacts c
+             SET attributes = jsonb_strip_nulls(c.attributes || m.patch),
+                 version = m.version, updated_at = now()
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[])
+                  AS m(project, datasource, user_id, version, patch)
+             WHERE c.project = m.project AND c.datasource = m.datasource
+               AND c.user_id = m.user_id AND c.version < m.version",
+        )
+        .bind(&merges.project)
+        .bind(&merges.datasource)
+        .bind(&merges.user_id)
+        .bind(&merges.version)
+        .bind(&merges.attributes)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Column arrays of contact writes, for `UNNEST`.
+#[derive(Debug, Default)]
+struct KeyColumns<'a> {
+    project: Vec<&'a str>,
+    datasource: Vec<&'a str>,
+    user_id: Vec<&'a str>,
+    version: Vec<i64>,
+    attributes: Vec<Value>,
+}
+
+impl<'a> KeyColumns<'a> {
+    fn push(
+        &mut self,
+        project: &'a str,
+        datasource: &'a str,
+        user_id: &'a str,
+        version: i64,
+        attributes: Option<&Map<String, Value>>,
+    ) {
+        self.project.push(project);
+        self.datasource.push(datasource);
+        self.user_id.push(user_id);
+        self.version.push(version);
+        if let Some(a) = attributes {
+            self.attributes.push(Value::Object(a.clone()));
+        }
+    }
+
+    fn extend(&mut self, other: KeyColumns<'a>) {
+        self.project.extend(other.project);
+        self.datasource.extend(other.datasource);
+        self.user_id.extend(other.user_id);
+        self.version.extend(other.version);
+        self.attributes.extend(other.attributes);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.project.is_empty()
+    }
+}
