@@ -25,8 +25,8 @@ use sqlx::{PgPool, Postgres};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{
-    ERASURES_PURGED_TOTAL, MAINTENANCE_LAST_SUCCESS_TIMESTAMP_SECONDS, MAINTENANCE_RUNS_TOTAL,
-    TOMBSTONES_PURGED_TOTAL,
+    ERASURES_PURGED_TOTAL, ERASURE_OLDEST_INCOMPLETE_SECONDS,
+    MAINTENANCE_LAST_SUCCESS_TIMESTAMP_SECONDS, MAINTENANCE_RUNS_TOTAL, TOMBSTONES_PURGED_TOTAL,
 };
 
 /// The key of the session advisory lock only one maintenance run holds.
@@ -89,6 +89,16 @@ async fn run_steps(
     let result = async {
         let partitions = partitions::maintain(conn, now).await?;
         let (purged, before) = purge_tombstones(conn, now).await?;
+        // An erasure is recorded and completed around one batch; one still incomplete
+        // long after means its worker cannot get on (alert IngestErasureIncomplete).
+        let oldest: f64 = sqlx::query_scalar(
+            "SELECT coalesce(extract(epoch FROM $1 - min(recorded_at))::float8, 0)
+               FROM user_erasures WHERE completed_at IS NULL",
+        )
+        .bind(now)
+        .fetch_one(&mut **conn)
+        .await?;
+        metrics::gauge!(ERASURE_OLDEST_INCOMPLETE_SECONDS).set(oldest.max(0.0));
         Ok::<_, sqlx::Error>((partitions, purged, before))
     }
     .await;

@@ -46,6 +46,10 @@ pub const ERASED_EVENTS_TOTAL: &str = "ingest_worker_erased_events_total";
 pub const ERASED_INFLIGHT_EVENTS_TOTAL: &str = "ingest_worker_erased_inflight_events_total";
 /// Erasure records purged past the tombstone horizon.
 pub const ERASURES_PURGED_TOTAL: &str = "ingest_worker_erasures_purged_total";
+/// Age of the oldest erasure recorded and not completed (0: none), as of the last
+/// maintenance run.
+pub const ERASURE_OLDEST_INCOMPLETE_SECONDS: &str =
+    "ingest_worker_erasure_oldest_incomplete_seconds";
 
 /// Registers the HELP text of every metric above (Prometheus' `# HELP` lines), once the
 /// recorder is installed.
@@ -117,5 +121,9 @@ pub fn describe() {
     describe_counter!(
         ERASURES_PURGED_TOTAL,
         "Erasure records purged past the tombstone horizon."
+    );
+    describe_gauge!(
+        ERASURE_OLDEST_INCOMPLETE_SECONDS,
+        "Age of the oldest erasure recorded and not completed (0: none), at the last maintenance run."
     );
 }
