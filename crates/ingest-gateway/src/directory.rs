@@ -143,7 +143,7 @@ pub enum LookupError {
 impl LookupError {
     /// Whether the database could not be reached at all (as opposed to a query failing):
     /// only then may a cached entry stand in.
-    fn is_unreachable(&self) -> bool {
+    pub(crate) fn is_unreachable(&self) -> bool {
         match self {
             LookupError::TimedOut(_) => true,
             LookupError::Database(err) => matches!(

@@ -39,6 +39,9 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     #[error("cannot check the token right now; retry shortly")]
     AuthUnavailable(#[source] crate::directory::LookupError),
+    /// The erasure status cannot be read: the database is unreachable or too slow.
+    #[error("cannot read the erasure status right now; retry shortly")]
+    ErasureStatusUnavailable(#[source] crate::directory::LookupError),
     /// The in-flight body budget cannot take this body now (see `budget`).
     #[error("the gateway is receiving too much data right now; retry shortly")]
     Overloaded,
@@ -68,9 +71,10 @@ impl IntoResponse for ApiError {
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::AuthUnavailable(_) | ApiError::Unavailable { .. } | ApiError::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::AuthUnavailable(_)
+            | ApiError::ErasureStatusUnavailable(_)
+            | ApiError::Unavailable { .. }
+            | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -80,7 +84,9 @@ impl IntoResponse for ApiError {
         }
         let retry_after = match &self {
             ApiError::Unavailable { retry_after, .. } => Some(retry_after.as_secs().max(1)),
-            ApiError::AuthUnavailable(_) | ApiError::Overloaded => Some(1),
+            ApiError::AuthUnavailable(_)
+            | ApiError::ErasureStatusUnavailable(_)
+            | ApiError::Overloaded => Some(1),
             ApiError::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         };

@@ -1,5 +1,9 @@
 //! HTTP handlers. Each one parses the request, delegates validation to `ingest_types`
 //! and publishing to [`crate::publish`], and maps failures through [`ApiError`].
+//!
+//! [`erasure`]: erasing a user, and reading the erasure status.
+
+pub mod erasure;
 
 use std::future::Future;
 use std::net::IpAddr;

@@ -42,6 +42,7 @@ use axum::Router;
 use futures::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -67,6 +68,9 @@ pub struct AppState {
     pub sync: SyncWaiters,
     pub budget: BodyBudget,
     pub metrics: PrometheusHandle,
+    /// The database pool the directory, the limiter and `?_sync` use too; the erasure
+    /// status is read through it.
+    pub db: PgPool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +141,7 @@ impl Application {
         tokio::spawn(directory.clone().ping_listener(background.clone()));
         tokio::spawn(directory.clone().forget_quiet_clients(background.clone()));
         tokio::spawn(limiter.clone().clean_up_periodically(background.clone()));
-        tokio::spawn(sync.clone().listen(pool, background.clone()));
+        tokio::spawn(sync.clone().listen(pool.clone(), background.clone()));
         let state = AppState {
             budget: BodyBudget::new(
                 config.body_budget_bytes,
@@ -149,6 +153,7 @@ impl Application {
             limiter,
             sync,
             metrics,
+            db: pool,
         };
         Ok(Self {
             listener,
@@ -224,6 +229,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{base}/stream/events"),
             post(handlers::post_events),
+        )
+        .route(
+            &format!("{base}/stream/users/{{user_id}}"),
+            delete(handlers::erasure::delete_user),
+        )
+        .route(
+            &format!("{base}/stream/users/{{user_id}}/erasure"),
+            get(handlers::erasure::get_erasure_status),
         );
     Router::new()
         .merge(api)

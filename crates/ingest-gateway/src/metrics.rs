@@ -3,7 +3,8 @@
 
 /// HTTP requests answered, by `route` (the matched path template) and `status`.
 pub const HTTP_REQUESTS_TOTAL: &str = "ingest_gateway_http_requests_total";
-/// Items received in batches, by `kind` (contact, event) and `outcome` (accepted, invalid, unavailable).
+/// Items received, by `kind` (contact, event; contact_delete and user_erasure for the
+/// DELETEs) and `outcome` (accepted, invalid, unavailable).
 pub const ITEMS_TOTAL: &str = "ingest_gateway_items_total";
 /// Time from the first send of a batch to the broker's last acknowledgement.
 pub const PUBLISH_DURATION_SECONDS: &str = "ingest_gateway_publish_duration_seconds";
@@ -36,7 +37,7 @@ pub fn describe() {
     );
     describe_counter!(
         ITEMS_TOTAL,
-        "Items received in batches, by kind (contact, event) and outcome (accepted, invalid, unavailable)."
+        "Items received, by kind (contact, event, contact_delete, user_erasure) and outcome (accepted, invalid, unavailable)."
     );
     describe_histogram!(
         PUBLISH_DURATION_SECONDS,

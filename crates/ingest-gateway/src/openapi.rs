@@ -14,6 +14,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::handlers;
+use crate::handlers::erasure::{
+    ErasureAccepted, ErasureRequestStatus, ErasureState, ErasureStatus,
+};
 use crate::views::{
     AttributeScalar, AttributeSpecView, AttributeSpecs, AttributeValue, ContactBatch, ContactItem,
     EventBatch, EventItem, EventParameterSpecs, EventSpecs, EventTypeView, Message,
@@ -35,12 +38,15 @@ use crate::views::{
         handlers::get_attribute_specs,
         handlers::get_event_specs,
         handlers::get_event_parameter_specs,
+        handlers::erasure::delete_user,
+        handlers::erasure::get_erasure_status,
     ),
     components(schemas(
         BatchAnswer, BatchEntity, ItemOutcome, ItemStatus, DataType, Message, StreamInfo,
         AttributeSpecs, AttributeSpecView, EventSpecs, EventTypeView, EventParameterSpecs,
         ParameterSpecView, ContactBatch, ContactItem, EventBatch, EventItem, UserId,
-        AttributeValue, AttributeScalar,
+        AttributeValue, AttributeScalar, ErasureAccepted, ErasureRequestStatus, ErasureStatus,
+        ErasureState,
     )),
     modifiers(&BearerToken),
     security(("bearer" = [])),

@@ -28,6 +28,8 @@ async fn the_openapi_document_covers_every_route() {
         (format!("{base}/contacts"), "post"),
         (format!("{base}/events"), "post"),
         (format!("{base}/contacts/{{user_id}}"), "delete"),
+        (format!("{base}/users/{{user_id}}"), "delete"),
+        (format!("{base}/users/{{user_id}}/erasure"), "get"),
         (format!("{base}/specs/attributes"), "get"),
         (format!("{base}/specs/events"), "get"),
         (
@@ -65,6 +67,59 @@ async fn the_openapi_document_covers_every_route() {
             "POST contacts lacks {status}"
         );
     }
+    // The erasure endpoints: every answer documented, the 503 of the status read its own.
+    let erase = &paths[&format!("{base}/users/{{user_id}}")]["delete"]["responses"];
+    let status = &paths[&format!("{base}/users/{{user_id}}/erasure")]["get"]["responses"];
+    for (responses, statuses) in [
+        (
+            erase,
+            &[
+                "200", "202", "400", "401", "404", "405", "422", "429", "500", "503",
+            ][..],
+        ),
+        (
+            status,
+            &[
+                "200", "400", "401", "404", "405", "422", "429", "500", "503",
+            ][..],
+        ),
+    ] {
+        for code in statuses {
+            assert!(responses.get(*code).is_some(), "erasure lacks {code}");
+        }
+    }
+    assert_eq!(
+        erase["202"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ErasureAccepted"
+    );
+    assert_eq!(
+        erase["422"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/BatchAnswer"
+    );
+    assert!(
+        status["503"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("database cannot be read"),
+        "{}",
+        status["503"]
+    );
+    assert_eq!(status["503"]["headers"]["Retry-After"]["required"], true);
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["ErasureState"]["enum"],
+        serde_json::json!(["none", "in_progress", "completed"])
+    );
+    assert_eq!(
+        schemas["ErasureStatus"]["required"],
+        serde_json::json!([
+            "user_id",
+            "status",
+            "accepted_at",
+            "completed_at",
+            "events_erased"
+        ])
+    );
     // Headers a checker can hold the answers to.
     assert_eq!(
         contacts["202"]["headers"]["X-RateLimit-Remaining"]["required"],

@@ -188,7 +188,7 @@ enum DatasourceCommand {
         project: String,
         /// The datasource whose limit changes (it must exist).
         datasource: String,
-        /// stream, contacts, events, contacts_delete, specs, or all.
+        /// stream, contacts, events, contacts_delete, specs, erasures, or all.
         endpoint: String,
         /// Requests per minute, at least 1.
         #[arg(allow_negative_numbers = true)]

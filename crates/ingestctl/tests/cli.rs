@@ -85,16 +85,17 @@ async fn full_lifecycle() {
             "contacts",
             "events",
             "contacts_delete",
-            "specs"
+            "specs",
+            "erasures"
         ]
     );
     assert_eq!(
         cells(lines[1]),
-        [&*project, "app", "40", "40", "40", "40", "40"]
+        [&*project, "app", "40", "40", "40", "40", "40", "40"]
     );
     assert_eq!(
         cells(lines[2]),
-        [&*project, "web", "600", "600", "120", "600", "600"]
+        [&*project, "web", "600", "600", "120", "600", "600", "600"]
     );
 
     // Tokens: the secret is printed once, with a warning; only its hash is stored.
@@ -231,7 +232,7 @@ fn json_output_of_every_command() {
     let list = ok_json(&["datasource", "list", &project]);
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["limits"]["contacts_delete"], 7);
-    assert_eq!(list[0]["limits"].as_object().unwrap().len(), 5);
+    assert_eq!(list[0]["limits"].as_object().unwrap().len(), 6);
 
     let t = ok_json(&["token", "create", &project, "--name", "x"]);
     let keys: Vec<&str> = t.as_object().unwrap().keys().map(String::as_str).collect();
@@ -310,7 +311,7 @@ fn errors_name_what_is_wrong() {
 
     fails(
         &["datasource", "set-limit", &project, &ds, "streams", "5"],
-        r#"unknown endpoint "streams": use one of stream, contacts, events, contacts_delete, specs, or all"#,
+        r#"unknown endpoint "streams": use one of stream, contacts, events, contacts_delete, specs, erasures, or all"#,
     );
     let bad_rpm = |n: &str| {
         format!("invalid limit {n}: requests per minute must be between 1 and 2147483647")
@@ -422,7 +423,7 @@ fn help_for_every_command() {
     }
     let help = ok(&["datasource", "set-limit", "--help"]);
     assert!(
-        help.contains("contacts_delete") && help.contains("all"),
+        help.contains("contacts_delete") && help.contains("erasures") && help.contains("all"),
         "{help}"
     );
     let help = ok(&["token", "list", "--help"]);
