@@ -25,6 +25,12 @@ CREATE TABLE user_erasures (
 -- oldest write's receipt) without reading them all; the purge finds old ones.
 CREATE INDEX user_erasures_by_erased_through ON user_erasures (erased_through);
 
+-- The latest receipt of any copy of an event (NULL: only the stored copy's own). An
+-- erasure deletes the user's events received up to it, except one whose retry was
+-- received after it: that retry was accepted, deduplicated against the stored copy, and
+-- must stay stored.
+ALTER TABLE event_ids ADD COLUMN last_received_at timestamptz;
+
 -- Erasure requests have their own requests-per-minute limit.
 ALTER TABLE rate_limits DROP CONSTRAINT rate_limits_endpoint_check;
 ALTER TABLE rate_limits ADD CONSTRAINT rate_limits_endpoint_check

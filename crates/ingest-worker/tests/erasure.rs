@@ -234,6 +234,35 @@ async fn a_batch_carrying_the_erasure_keeps_only_what_came_after_it() {
 }
 
 #[tokio::test]
+async fn an_event_retried_after_the_erasure_and_stored_before_it_ran_stays() {
+    let db = PrivateDatabase::create().await;
+    let t = now();
+    // Stored before the erasure; a client's retry of it, accepted after the erasure, is
+    // deduplicated against it before the worker gets to the erasure (another topic).
+    let original = event("U", "e1", t - secs(1));
+    let retry = event("U", "e1", t + secs(1));
+    let gone = event("U", "e2", t - secs(1));
+    persist(&db.pool, &[(1, &original), (2, &gone)]).await;
+    persist(&db.pool, &[(3, &retry)]).await;
+    // The same within one batch, and across dedup generations, lead to the same place.
+    let erase_u = envelope("U", t, Operation::EraseUser);
+    assert_eq!(erase(&db.pool, &erase_u, 10).await, 1);
+    assert_eq!(
+        event_ids(&db.pool, "U").await,
+        vec!["e1"],
+        "the retry was answered success after the erasure: it stands"
+    );
+    assert_eq!(dedup_ids(&db.pool).await, vec!["e1"]);
+
+    // In one batch: the original and the retry together, then the erasure.
+    let (a, a_retry) = (event("W", "w1", t - secs(1)), event("W", "w1", t + secs(1)));
+    persist(&db.pool, &[(4, &a), (5, &a_retry)]).await;
+    let erase_w = envelope("W", t, Operation::EraseUser);
+    assert_eq!(erase(&db.pool, &erase_w, 11).await, 0);
+    assert_eq!(event_ids(&db.pool, "W").await, vec!["w1"]);
+}
+
+#[tokio::test]
 async fn a_later_erasure_supersedes_and_an_older_one_redelivered_changes_nothing() {
     let db = PrivateDatabase::create().await;
     let t = now();

@@ -15,7 +15,10 @@
 //!    user's contact writes by its offset; the tombstone keeps older writes out).
 //! 3. [`complete`]: the user's stored events received up to `erased_through` are deleted
 //!    with their deduplication ids (so a retry accepted after the erasure is stored
-//!    again), the erasure is marked complete, and a `?_sync` request is told.
+//!    again), the erasure is marked complete, and a `?_sync` request is told. An event
+//!    whose retry was received after the erasure and deduplicated against it before the
+//!    erasure ran (`event_ids.last_received_at`) is not deleted: that retry was accepted
+//!    after the erasure, and stands.
 //!
 //! Every step is idempotent: a redelivered erasure changes nothing more.
 
@@ -128,9 +131,15 @@ pub async fn record(pool: &PgPool, erasure: &Envelope) -> Result<(), sqlx::Error
 /// Returns how many events it deleted.
 pub async fn complete(pool: &PgPool, erasure: &Envelope) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // An event retried after the erasure (a copy received later was deduplicated against
+    // this one, which its id row remembers) was accepted after it: it stays.
     let deleted: Vec<String> = sqlx::query_scalar(
-        "DELETE FROM events
+        "DELETE FROM events e
           WHERE project = $1 AND datasource = $2 AND user_id = $3 AND received_at <= $4
+            AND NOT EXISTS (
+                SELECT 1 FROM event_ids i
+                 WHERE i.project = e.project AND i.datasource = e.datasource
+                   AND i.event_id = e.event_id AND i.last_received_at > $4)
          RETURNING event_id",
     )
     .bind(&erasure.project)

@@ -20,7 +20,7 @@
 //! (crate::lifecycle), so an event's id is remembered as long as the event is kept, and
 //! at least the retention period after it was accepted.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use ingest_types::Envelope;
@@ -39,7 +39,8 @@ type EventKey = (String, String, String);
 /// A batch's events as column arrays, one per distinct key, in first-seen order.
 #[derive(Debug, Default)]
 pub(super) struct EventColumns {
-    seen: HashSet<EventKey>,
+    /// Each key's index in the columns.
+    seen: HashMap<EventKey, usize>,
     /// Later copies of a key already held (rare: a retry in the same batch), kept in case
     /// an erasure removes the first copy but not a later one.
     later_copies: Vec<OwnedEvent>,
@@ -51,6 +52,8 @@ pub(super) struct EventColumns {
     event_date: Vec<DateTime<Utc>>,
     parameters: Vec<Value>,
     received_at: Vec<DateTime<Utc>>,
+    /// The latest receipt of a later copy in the batch, when later than the kept one's.
+    latest: Vec<Option<DateTime<Utc>>>,
 }
 
 impl EventColumns {
@@ -68,7 +71,10 @@ impl EventColumns {
             env.datasource.clone(),
             event_id.to_owned(),
         );
-        if !self.seen.insert(key) {
+        if let Some(&i) = self.seen.get(&key) {
+            if env.received_at > self.latest[i].unwrap_or(self.received_at[i]) {
+                self.latest[i] = Some(env.received_at);
+            }
             self.later_copies.push(OwnedEvent {
                 project: env.project.clone(),
                 datasource: env.datasource.clone(),
@@ -81,6 +87,7 @@ impl EventColumns {
             });
             return;
         }
+        self.seen.insert(key, self.len());
         self.push_columns(OwnedEvent {
             project: env.project.clone(),
             datasource: env.datasource.clone(),
@@ -102,6 +109,12 @@ impl EventColumns {
         self.event_date.push(event.event_date);
         self.parameters.push(event.parameters);
         self.received_at.push(event.received_at);
+        self.latest.push(None);
+    }
+
+    /// The latest receipt of any copy of event `i` in the batch.
+    fn last_received(&self, i: usize) -> DateTime<Utc> {
+        self.latest[i].unwrap_or(self.received_at[i])
     }
 
     fn copy(&self, i: usize) -> OwnedEvent {
@@ -158,8 +171,16 @@ impl EventColumns {
                 event.datasource.clone(),
                 event.event_id.clone(),
             );
-            if kept.seen.insert(key) {
-                kept.push_columns(event);
+            match kept.seen.get(&key) {
+                Some(&i) => {
+                    if event.received_at > kept.last_received(i) {
+                        kept.latest[i] = Some(event.received_at);
+                    }
+                }
+                None => {
+                    kept.seen.insert(key, kept.len());
+                    kept.push_columns(event);
+                }
             }
         }
         Some(kept)
@@ -302,16 +323,26 @@ pub(super) async fn write(
         let column = |f: fn(&EventColumns, usize) -> &str| -> Vec<&str> {
             indices.iter().map(|i| f(events, *i)).collect()
         };
+        // Found there: a retry. The row learns its receipt, as in `insert_ids`.
         let found: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT project, datasource, event_id FROM event_ids
-              WHERE bucket = $1
-                AND (project, datasource, event_id) IN
-                    (SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[]))",
+            "UPDATE event_ids i
+                SET last_received_at = greatest(i.last_received_at, u.received_at)
+               FROM UNNEST($2::text[], $3::text[], $4::text[], $5::timestamptz[])
+                    AS u(project, datasource, event_id, received_at)
+              WHERE i.bucket = $1 AND i.project = u.project
+                AND i.datasource = u.datasource AND i.event_id = u.event_id
+             RETURNING i.project, i.datasource, i.event_id",
         )
         .bind(bucket)
         .bind(column(|e, i| e.key(i).0))
         .bind(column(|e, i| e.key(i).1))
         .bind(column(|e, i| e.key(i).2))
+        .bind(
+            indices
+                .iter()
+                .map(|i| events.last_received(*i))
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut **tx)
         .await?;
         elsewhere.extend(found);
@@ -354,6 +385,16 @@ async fn insert_ids(
     for (i, bucket) in buckets.iter().enumerate() {
         let (p, d, e) = events.key(i);
         csv_record(&mut csv, &[&p, &d, &e, bucket]);
+        // `last_received_at`: NULL (an unquoted empty field) unless a later copy was in
+        // the batch; NULL stands for the stored copy's own receipt.
+        csv.pop();
+        match events.latest[i] {
+            None => csv.extend_from_slice(b",\n"),
+            Some(at) => {
+                csv.push(b',');
+                csv_record(&mut csv, &[&Rfc3339(at)]);
+            }
+        }
     }
     {
         let mut savepoint = tx.begin().await?;
@@ -372,19 +413,49 @@ async fn insert_ids(
             Err(err) => return Err(err),
         }
     }
+    let last_received: Vec<DateTime<Utc>> =
+        (0..events.len()).map(|i| events.last_received(i)).collect();
     let inserted: HashSet<(String, String, String)> = sqlx::query_as(
-        "INSERT INTO event_ids (project, datasource, event_id, bucket)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[])
+        "INSERT INTO event_ids (project, datasource, event_id, bucket, last_received_at)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[], $5::timestamptz[])
          ON CONFLICT DO NOTHING RETURNING project, datasource, event_id",
     )
     .bind(&events.project)
     .bind(&events.datasource)
     .bind(&events.event_id)
     .bind(buckets)
+    .bind(&last_received)
     .fetch_all(&mut **tx)
     .await?
     .into_iter()
     .collect();
+    // An id already there keeps its row; it only learns the latest receipt of a copy
+    // (an erasure spares an event retried after it: crate::persist::erasure).
+    let known: Vec<usize> = (0..events.len())
+        .filter(|&i| {
+            let (p, d, e) = events.key(i);
+            !inserted.contains(&(p.to_owned(), d.to_owned(), e.to_owned()))
+        })
+        .collect();
+    let column = |f: fn(&EventColumns, usize) -> &str| -> Vec<&str> {
+        known.iter().map(|i| f(events, *i)).collect()
+    };
+    sqlx::query(
+        "UPDATE event_ids i
+            SET last_received_at = u.received_at
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[], $5::timestamptz[])
+                AS u(project, datasource, event_id, bucket, received_at)
+          WHERE i.bucket = u.bucket AND i.project = u.project
+            AND i.datasource = u.datasource AND i.event_id = u.event_id
+            AND i.last_received_at IS DISTINCT FROM greatest(i.last_received_at, u.received_at)",
+    )
+    .bind(column(|e, i| e.key(i).0))
+    .bind(column(|e, i| e.key(i).1))
+    .bind(column(|e, i| e.key(i).2))
+    .bind(known.iter().map(|i| buckets[*i]).collect::<Vec<_>>())
+    .bind(known.iter().map(|i| last_received[*i]).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
     Ok((0..events.len())
         .map(|i| {
             let (p, d, e) = events.key(i);
@@ -393,8 +464,8 @@ async fn insert_ids(
         .collect())
 }
 
-const COPY_EVENT_IDS: &str =
-    "COPY event_ids (project, datasource, event_id, bucket) FROM STDIN (FORMAT csv)";
+const COPY_EVENT_IDS: &str = "COPY event_ids (project, datasource, event_id, bucket, \
+     last_received_at) FROM STDIN (FORMAT csv)";
 
 /// `COPY` (about twice as fast as an `INSERT` per row here, see BENCHMARKS.md).
 async fn copy(tx: &mut Transaction<'_, Postgres>, csv: &[u8]) -> Result<(), sqlx::Error> {
