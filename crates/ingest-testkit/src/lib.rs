@@ -325,7 +325,7 @@ pub fn stream_url(base_url: &str, project: &str, datasource: &str, endpoint: &st
 /// Waits until the broker's metadata names a leader for every partition of `topics`:
 /// creation returns before that, and a test's first produce or offset look-up could
 /// otherwise meet `NotLeaderForPartition`.
-fn wait_for_leaders(topics: &[String], partitions: i32) {
+pub fn wait_for_leaders(topics: &[String], partitions: i32) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
