@@ -43,6 +43,15 @@ CLOSED_BEFORE_DELIVERY = "closed before delivery"
 _ENDPOINT = {Kind.EVENT: "events", Kind.CONTACT: "contacts", Kind.DELETE: "contacts_delete"}
 
 
+def _describe(batch: Batch) -> str:
+    """For the log: "10 events", "1 contact write", "the delete of contact 'u1'"."""
+    if batch.kind is Kind.DELETE:
+        return f"the delete of contact {batch.items[0].item['_user_id']!r}"
+    count = len(batch.items)
+    noun = "event" if batch.kind is Kind.EVENT else "contact write"
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
 @dataclass(frozen=True, slots=True)
 class _Retry:
     """An attempt worth repeating: a network error or a retriable status."""
@@ -192,7 +201,7 @@ class Engine:
             raise
         except Exception as exc:
             # A bug here must not leave items without an outcome.
-            logger.exception("internal error while delivering a %s batch", batch.kind.value)
+            logger.exception("internal error while delivering %s", _describe(batch))
             self._settle_batch(batch, Status.FAILED, message=f"internal error: {exc!r}")
 
     async def _deliver_with_retries(self, batch: Batch) -> None:
@@ -216,9 +225,8 @@ class Engine:
                 pause.pause(now + sleep)
             if now + sleep > batch.first_attempt_at + self._config.retry_deadline:
                 logger.error(
-                    "giving up a %s batch of %d items after %d attempts: %s",
-                    batch.kind.value,
-                    len(batch.items),
+                    "giving up %s after %d attempts: %s",
+                    _describe(batch),
                     batch.attempts,
                     result.message,
                 )
@@ -227,9 +235,8 @@ class Engine:
                 )
                 return
             logger.info(
-                "retrying a %s batch of %d items in %.2fs (attempt %d): %s",
-                batch.kind.value,
-                len(batch.items),
+                "retrying %s in %.2fs (attempt %d: %s)",
+                _describe(batch),
                 sleep,
                 batch.attempts,
                 result.message,
@@ -266,13 +273,7 @@ class Engine:
         attempts = batch.attempts
         if status not in (200, 202, 422):
             message = request_message(response.content, status, response.reason_phrase)
-            logger.error(
-                "a %s request of %d items was refused: HTTP %d: %s",
-                batch.kind.value,
-                len(batch.items),
-                status,
-                message,
-            )
+            logger.error("request of %s refused: HTTP %d: %s", _describe(batch), status, message)
             return [
                 Outcome(
                     Status.REJECTED,
@@ -287,7 +288,7 @@ class Engine:
         try:
             results = item_results(response.content, len(batch.items))
         except UnreadableAnswerError as exc:
-            logger.error("unreadable answer (HTTP %d) to a %s request: %s", status, batch.kind, exc)
+            logger.error("unreadable answer (HTTP %d) to %s: %s", status, _describe(batch), exc)
             return [
                 Outcome(
                     Status.FAILED,

@@ -4,7 +4,9 @@ loop; `track()`/`upsert()`/`delete()` return a `concurrent.futures.Future[Outcom
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
@@ -15,15 +17,23 @@ from ingest_client._base import ClientBase
 from ingest_client._batching import Pending
 from ingest_client._outcomes import Kind, Outcome
 
+logger = logging.getLogger("ingest_client")
+
+#: How long a client still open when the interpreter exits gets to deliver its queue.
+EXIT_CLOSE_TIMEOUT = 5.0
+
 
 class Client(ClientBase):
     """Batches and sends events and contact writes from any thread.
 
     Call `close()` (or use `with Client(...) as client:`) before the program ends: it
-    sends what is still queued. The `on_delivery` callback runs on the client's thread
-    (or on the caller's thread for an outcome decided at enqueue: dropped, too large); it
-    must not call `flush()` or `close()`, and an enqueue from it never blocks (under
-    `overflow="block"` a full queue then drops the item).
+    sends what is still queued. (A client still open when the interpreter exits is closed
+    then, with a timeout of `EXIT_CLOSE_TIMEOUT` seconds.)
+
+    The `on_delivery` callback runs on the client's thread (or on the caller's thread for
+    an outcome decided at enqueue: dropped, too large); it must not call `flush()` or
+    `close()`, and an enqueue from it never blocks (under `overflow="block"` a full queue
+    then drops the item).
     """
 
     def _start(self) -> None:
@@ -33,6 +43,16 @@ class Client(ClientBase):
         self._closing = False
         self._closed = threading.Event()
         self._thread.start()
+        atexit.register(self._close_at_exit)
+
+    def _close_at_exit(self) -> None:
+        if not self._closing:
+            logger.warning(
+                "the interpreter is exiting and a Client is still open: closing it "
+                "(at most %.0f s; call close() yourself to choose)",
+                EXIT_CLOSE_TIMEOUT,
+            )
+            self.close(EXIT_CLOSE_TIMEOUT)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -87,6 +107,7 @@ class Client(ClientBase):
         if not first:
             self._closed.wait()
             return
+        atexit.unregister(self._close_at_exit)
         try:
             self._intake.close()
             future = asyncio.run_coroutine_threadsafe(self._engine.close(timeout), self._loop)

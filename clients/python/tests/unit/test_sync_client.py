@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import subprocess
+import sys
+import textwrap
 import threading
 from typing import Any
 
@@ -184,3 +187,31 @@ def test_invalid_items_and_options_raise_at_the_call() -> None:
         gateway.client(max_batch_items=101)
     with pytest.raises(ValueError, match="base_url"):
         Client(base_url="gateway.test", project="p", datasource="d", token="t")
+
+
+def test_a_client_left_open_is_closed_when_the_interpreter_exits() -> None:
+    script = textwrap.dedent(
+        """
+        import json, httpx
+        from ingest_client import Client
+
+        def handle(request):
+            items = json.loads(request.content)
+            print("sent", len(items), flush=True)
+            answer = [{"status": "success", "_user_id": i["_user_id"]} for i in items]
+            return httpx.Response(202, json={"entity": {"items": answer}})
+
+        client = Client(
+            base_url="http://gateway.test", project="p", datasource="d", token="t",
+            flush_interval=60.0, transport=httpx.MockTransport(handle),
+            on_delivery=lambda o: print(o.status.value, flush=True),
+        )
+        for n in range(3):
+            client.track({"_user_id": f"u{n}", "_event_type": "x"})
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split("\n")[:4] == ["sent 3", "accepted", "accepted", "accepted"]
+    assert "still open" in done.stderr
