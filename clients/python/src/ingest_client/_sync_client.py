@@ -8,6 +8,7 @@ import atexit
 import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from types import TracebackType
@@ -42,6 +43,11 @@ class Client(ClientBase):
         self._close_lock = threading.Lock()
         self._closing = False
         self._closed = threading.Event()
+        # Items cross to the loop through an inbox, with one wake-up of the loop per run of
+        # items rather than per item (each wake-up is a write to the loop's self-pipe).
+        self._inbox: deque[Pending] = deque()
+        self._inbox_lock = threading.Lock()
+        self._drain_scheduled = False
         self._thread.start()
         atexit.register(self._close_at_exit)
 
@@ -84,7 +90,19 @@ class Client(ClientBase):
         return future
 
     def _submit(self, pending: Pending) -> None:
-        self._loop.call_soon_threadsafe(self._engine.submit, pending)
+        # Called under the intake's lock, so items keep the order of the enqueue calls.
+        self._inbox.append(pending)
+        with self._inbox_lock:
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        self._loop.call_soon_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        with self._inbox_lock:
+            self._drain_scheduled = False
+        while self._inbox:
+            self._engine.submit(self._inbox.popleft())
 
     # -- flush and close ------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ and when the wall clock steps back (the last timestamp is then kept).
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 import uuid
@@ -38,6 +39,9 @@ class UUID7Generator:
     ) -> None:
         self._now_ms = now_ms if now_ms is not None else (lambda: time.time_ns() // 1_000_000)
         self._random_bytes = random_bytes
+        # The low 32 bits only make ids of one millisecond harder to guess; uniqueness and
+        # order come from the timestamp and the counter. A seeded PRNG spares a syscall.
+        self._tail = random.Random(random_bytes(16))
         self._lock = threading.Lock()
         self._last_ms = -1
         self._counter = 0
@@ -58,7 +62,7 @@ class UUID7Generator:
                     self._counter = 0
             ms = self._last_ms & ((1 << 48) - 1)
             counter = self._counter
-            tail = int.from_bytes(self._random_bytes(4), "big")
+            tail = self._tail.getrandbits(32)
         rand_a = counter >> 30
         rand_b = ((counter & ((1 << 30) - 1)) << 32) | tail
         value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
