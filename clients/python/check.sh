@@ -34,7 +34,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 stamp="$venv/.ingest-client-stamp"
-want="$(cd "$here" && sha256sum pyproject.toml | cut -d' ' -f1) $here"
+want="$("$python" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$here/pyproject.toml") $here"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] \
   || ! "$venv/bin/python" -c 'import ingest_client, pytest, pytest_asyncio, mypy, httpx' 2>/dev/null; then
   say "installing clients/python[dev] into $venv"
@@ -52,7 +52,8 @@ ruff format --no-cache --check . || status=1
 say "mypy --strict"
 mypy --strict --cache-dir "$venv/.mypy_cache" || status=1
 say "pytest"
-args=(-q -p no:cacheprovider)
+# -rfEs: list failures, errors and skips (with their reasons) at the end.
+args=(-q -rfEs -p no:cacheprovider)
 if [ -n "$junit" ]; then
   args+=("--junitxml=$junit")
 fi

@@ -85,8 +85,6 @@ class Engine:
             "Accept": "application/json",
             "User-Agent": f"ingest-client-python/{__version__}",
         }
-        if config.gzip:
-            headers["Content-Encoding"] = "gzip"
         self._http = httpx.AsyncClient(
             transport=transport,
             headers=headers,
@@ -245,8 +243,11 @@ class Engine:
 
     async def _attempt(self, batch: Batch) -> list[Outcome] | _Retry:
         method, url, content = self._request(batch)
+        # A delete has no body, so nothing to say about its encoding.
+        gzipped = self._config.gzip and content is not None
+        headers = {"Content-Encoding": "gzip"} if gzipped else None
         try:
-            response = await self._http.request(method, url, content=content)
+            response = await self._http.request(method, url, content=content, headers=headers)
         except httpx.TransportError as exc:
             return _Retry(
                 None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, 0

@@ -105,7 +105,7 @@ async def test_a_429_is_waited_out_using_the_headers(tenant: Tenant) -> None:
 
 
 async def test_close_delivers_everything_queued(tenant: Tenant) -> None:
-    client = AsyncClient(**tenant.options(flush_interval=5.0))
+    client = AsyncClient(**tenant.options(flush_interval=5.0, gzip=True))
     events = [
         await client.track({"_user_id": f"u{n % 50}", "_event_type": "view"}) for n in range(1000)
     ]
