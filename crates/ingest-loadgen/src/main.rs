@@ -1,6 +1,8 @@
 //! `ingest-loadgen`: load and ceilings for the ingest pipeline.
 //!
 //! - `http`: batches against any gateway, open loop (`--rate`) or closed loop (max);
+//! - `producer`: an application's load through the client library (`ingest-client`):
+//!   producer tasks calling `track()`, the client batching and retrying;
 //! - `producer-ceiling`: a bare producer with the gateway's settings;
 //! - `copy-ceiling`: raw `COPY` of the same rows into the same table;
 //! - `drain`: one worker turning a backlog into rows;
@@ -22,6 +24,7 @@ mod drain;
 mod e2e;
 mod http;
 mod procwatch;
+mod producer;
 mod report;
 mod stats;
 mod workload;
@@ -52,6 +55,10 @@ struct Cli {
 enum Command {
     /// Post batches to a gateway: open loop with `--rate`, closed loop at max without.
     Http(HttpArgs),
+    /// Drive the client library: producer tasks calling `track()` with varied events
+    /// (closed loop, or `--rate` events/s in total); reports sustained accepted events/s,
+    /// failures, delivery latency and the client's counters.
+    Producer(producer::ProducerLoadArgs),
     /// Bare rdkafka producer with the gateway's producer settings (read from the same
     /// environment variables as the gateway: KAFKA_BROKERS, INGEST_TOPIC_PREFIX,
     /// INGEST_KAFKA_LINGER_MS, INGEST_KAFKA_COMPRESSION, ...), publishing the envelopes the
@@ -233,6 +240,24 @@ async fn main() {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Http(args) => http_load(args).await,
+        Command::Producer(args) => {
+            let json_out = args.json_out.clone();
+            let report = producer::run(args).await?;
+            eprintln!(
+                "producer ({} loop, {} tasks): {:.0} accepted events/s sustained ({:.0} enqueued/s), {} rejected, {} failed, {} dropped; delivery p50 {:.1} ms p99 {:.1} ms; close took {:.1} s",
+                report.mode,
+                report.producers,
+                report.accepted_per_sec,
+                report.enqueued_per_sec,
+                report.rejected,
+                report.failed,
+                report.dropped,
+                report.delivery_latency.p50_ms,
+                report.delivery_latency.p99_ms,
+                report.close_s
+            );
+            output(&report, json_out.as_ref())
+        }
         Command::ProducerCeiling(args) => {
             let gateway = ingest_gateway::config::Config::from_env()?;
             let report = ceiling::producer(
