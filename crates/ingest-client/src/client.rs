@@ -310,17 +310,17 @@ impl Client {
                 Ok(slot) => Some(slot),
                 Err(TryAcquireError::Closed) => None,
                 Err(TryAcquireError::NoPermits) => {
-                    return drop_item(core, kind, item, "the queue is full");
+                    return drop_item(core, kind, item, "queue full");
                 }
             },
         };
         let Some(slot) = slot else {
-            return drop_item(core, kind, item, "the client is closed");
+            return drop_item(core, kind, item, "client closed");
         };
         let mut tracker = lock(&core.tracker);
         if tracker.closed {
             drop(tracker);
-            return drop_item(core, kind, item, "the client is closed");
+            return drop_item(core, kind, item, "client closed");
         }
         let seq = tracker.next_seq;
         tracker.next_seq += 1;
@@ -511,12 +511,12 @@ mod tests {
         assert_eq!(
             dropped.status,
             Status::Dropped {
-                message: "the queue is full".into()
+                message: "queue full".into()
             }
         );
         assert_eq!(dropped.item, event(3));
         let stats = client.stats();
-        assert_eq!((stats.enqueued, stats.dropped, stats.queued), (2, 1, 2));
+        assert_eq!((stats.enqueued, stats.dropped, stats.queued), (3, 1, 2));
         assert_eq!(log.lock().unwrap().len(), 1, "the callback saw the drop");
     }
 
@@ -571,7 +571,7 @@ mod tests {
         assert_eq!(
             late.status,
             Status::Dropped {
-                message: "the client is closed".into()
+                message: "client closed".into()
             }
         );
     }
@@ -646,7 +646,7 @@ mod tests {
         assert_eq!(
             blocked.await.unwrap().status,
             Status::Dropped {
-                message: "the client is closed".into()
+                message: "client closed".into()
             }
         );
     }

@@ -8,12 +8,12 @@ use crate::outcome::Status;
 
 /// Counts since the client was made (docs/clients.md, "Counters and logs").
 ///
-/// Every call to `track`/`upsert`/`delete` counts once in `enqueued` or in `dropped`;
-/// every enqueued item later counts once in `accepted`, `rejected` or `failed`, and is
-/// in `queued` until then: `enqueued == accepted + rejected + failed + queued`.
+/// Every call to `track`/`upsert`/`delete` counts once in `enqueued`, and once, at the
+/// end, in `accepted`, `rejected`, `failed` or `dropped`; until then it is in `queued`:
+/// `enqueued == accepted + rejected + failed + dropped + queued` (as in every client).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// Items taken by the client (an item refused before sending for its size included).
+    /// Calls to `track`/`upsert`/`delete` (dropped and too-large items included).
     pub enqueued: u64,
     /// Items sent, once per attempt.
     pub sent: u64,
@@ -57,7 +57,8 @@ impl Counters {
         }
     }
 
-    /// One final outcome; `queued` says whether the item had been enqueued.
+    /// One final outcome; `queued` says whether the item had been queued (a dropped one
+    /// never was: its call counts in `enqueued` here).
     pub fn outcome(&self, status: &Status, queued: bool) {
         let counter = match status {
             Status::Accepted { .. } => &self.accepted,
@@ -68,6 +69,8 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
         if queued {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.enqueued.fetch_add(1, Ordering::Relaxed);
         }
     }
 
