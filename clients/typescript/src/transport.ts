@@ -29,12 +29,22 @@ export class Transport {
     const { clock, timeoutMs } = this.options;
     const controller = new AbortController();
     let timedOut = false;
+    // A fetch that ignores its signal must not hold the attempt (and its timer) open:
+    // the attempt also ends as soon as the signal fires.
+    let stop: (reason: Error) => void = () => {};
+    const stopped = new Promise<never>((_, reject) => (stop = reject));
+    stopped.catch(() => {});
     const timer = clock.setTimer(() => {
       timedOut = true;
       controller.abort();
+      stop(new Error("timed out"));
     }, timeoutMs);
-    const onAbort = (): void => controller.abort();
+    const onAbort = (): void => {
+      controller.abort();
+      stop(new Error("aborted"));
+    };
     signal?.addEventListener("abort", onAbort, { once: true });
+    if (signal?.aborted) onAbort();
     const headers: Record<string, string> = {
       Authorization: `Bearer ${this.options.token}`,
       Accept: "application/json",
@@ -45,9 +55,12 @@ export class Transport {
     try {
       const init: RequestInit = { method: request.method, headers, signal: controller.signal };
       if (request.body !== undefined) init.body = request.body;
-      const response = await this.options.fetch(request.url, init);
-      const body = await response.text();
-      return { kind: "response", status: response.status, headers: response.headers, body };
+      const exchange = async (): Promise<AttemptResult> => {
+        const response = await this.options.fetch(request.url, init);
+        const body = await response.text();
+        return { kind: "response", status: response.status, headers: response.headers, body };
+      };
+      return await Promise.race([exchange(), stopped]);
     } catch (err) {
       if (timedOut) return { kind: "error", message: `request timed out after ${timeoutMs} ms` };
       if (signal?.aborted) return { kind: "error", message: "request aborted" };
