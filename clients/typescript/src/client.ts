@@ -161,6 +161,11 @@ export class IngestClient {
         throw new TypeError(`IngestClient: option ${name} is required`);
       }
     }
+    try {
+      new URL(options.baseUrl);
+    } catch {
+      throw new TypeError(`IngestClient: baseUrl is not a URL: ${options.baseUrl}`);
+    }
     const sync = options.sync ?? false;
     this.options = {
       baseUrl: options.baseUrl,

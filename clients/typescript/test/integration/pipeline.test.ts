@@ -91,7 +91,7 @@ describe("IngestClient against the real pipeline (client harness)", () => {
   });
 
   describe("side by side", { concurrency: true }, () => {
-    test("a 429 is waited out using the headers, pausing the endpoint; nothing fails", { skip, timeout: 90_000 }, async () => {
+    test("a 429 is waited out using the headers, pausing the endpoint; nothing fails", { skip, timeout: 90_000 }, async (t) => {
       const tenant = await newTenant();
       await setLimit(tenant.project, "events", 2);
       // Three requests must fall in one fixed one-minute window for the third to meet the
@@ -119,6 +119,12 @@ describe("IngestClient against the real pipeline (client harness)", () => {
       // No events request started before the first 429's wait was over.
       const first = limited[0];
       assert.ok(first?.headers !== undefined);
+      for (const r of requests) {
+        t.diagnostic(
+          `${r.method} ${r.path.split("/stream/")[1]} started ${new Date(r.startedAt).toISOString()} -> ${r.status}` +
+            ` (reset ${r.headers?.get("x-ratelimit-reset")}, retry-after ${r.headers?.get("retry-after")})`,
+        );
+      }
       const retryAfter = Number(first.headers.get("retry-after") ?? "0") * 1000;
       const reset = Number(first.headers.get("x-ratelimit-reset") ?? "0") * 1000;
       const waitEnds = Math.max(first.startedAt + retryAfter, reset);

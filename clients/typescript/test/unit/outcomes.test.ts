@@ -190,3 +190,15 @@ describe("outcomes through the client", () => {
     });
   });
 });
+
+describe("options", () => {
+  test("invalid options throw from the constructor", () => {
+    assert.throws(() => rig({ maxBatchItems: 0 }), RangeError);
+    assert.throws(() => rig({ maxBatchItems: 101 }), RangeError);
+    assert.throws(() => rig({ maxQueueItems: 0 }), RangeError);
+    assert.throws(() => rig({ maxInFlight: 0 }), RangeError);
+    assert.throws(() => rig({ overflow: "wait" as never }), RangeError);
+    assert.throws(() => rig({ token: "" }), TypeError);
+    assert.throws(() => rig({ baseUrl: "not a url" }), TypeError);
+  });
+});
