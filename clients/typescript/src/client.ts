@@ -489,8 +489,16 @@ export class IngestClient {
       signal: this.abort.signal,
       onRetry: (info) =>
         this.logger.info(
-          `ingest-client: ${label} failed (${info.reason}); retry ${info.retry} of ${entries.length} items in ${Math.round(info.waitMs)} ms`,
-          { endpoint, requestId: request.requestId, items: entries.length, retry: info.retry, waitMs: info.waitMs, httpStatus: info.httpStatus },
+          `ingest-client: ${label} failed (${info.reason}); ` +
+            `retry ${info.retry} of ${entries.length} items in ${Math.round(info.waitMs)} ms`,
+          {
+            endpoint,
+            requestId: request.requestId,
+            items: entries.length,
+            retry: info.retry,
+            waitMs: info.waitMs,
+            httpStatus: info.httpStatus,
+          },
         ),
       onPause: (waitMs) =>
         this.logger.info(`ingest-client: ${label} answered 429; pausing the endpoint for ${Math.round(waitMs)} ms`, {

@@ -13,7 +13,7 @@ import {
   type FinalResult,
   type RetryPolicy,
 } from "../../dist/retry.js";
-import { deferred, event, FakeClock, json, rig, settle } from "./helpers.js";
+import { accepted, deferred, empty, event, FakeClock, json, rig, settle } from "./helpers.js";
 
 const policy: RetryPolicy = { initialBackoffMs: 200, maxBackoffMs: 30_000, deadlineMs: 120_000 };
 
@@ -243,6 +243,33 @@ describe("retries through the client", () => {
     assert.equal(stats.retries, 1);
     assert.equal(stats.sent, 2);
     assert.equal(stats.accepted, 1);
+  });
+
+  test("a 429 pauses the events endpoint for every batch; the contacts endpoint is not paused", async () => {
+    let limited = false;
+    const { client, clock, server } = rig({ flushIntervalMs: 100 }, (request) => {
+      if (request.url.includes("/stream/events") && !limited) {
+        limited = true;
+        const reset = String(Math.floor(clock.now() / 1000) + 30);
+        return empty(429, { "retry-after": "10", "x-ratelimit-reset": reset });
+      }
+      return accepted(request);
+    });
+    const first = client.track(event(1));
+    await clock.advance(100); // sent, answered 429 at t = 100 ms
+    const start = clock.now();
+    const second = client.track(event(2));
+    const contact = client.upsert({ _user_id: "c" });
+    await clock.advance(1_000);
+    assert.equal((await contact).status, "accepted", "contacts are another endpoint");
+    assert.equal(server.to("/stream/events").length, 1, "no events request while paused");
+    await clock.advance(28_000);
+    assert.equal(server.to("/stream/events").length, 1);
+    await clock.advance(1_000);
+    assert.equal(server.to("/stream/events").length, 3, "both batches go when the wait is over");
+    for (const r of server.to("/stream/events").slice(1)) assert.ok(r.at >= start - 100 + 30_000);
+    assert.equal((await first).status, "accepted");
+    assert.equal((await second).status, "accepted");
   });
 
   test("a network error is retried; an attempt that does not answer is cut at requestTimeoutMs", async () => {
