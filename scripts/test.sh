@@ -2,7 +2,8 @@
 # The whole test suite against the real stack: starts Kafka and PostgreSQL (installing
 # what is missing), applies migrations, checks formatting and lints, runs every unit and
 # integration test, validates the OpenAPI document and fuzzes the running gateway against
-# it (scripts/fuzz-api.sh). Stops the stack again afterwards if it was not running before.
+# it (scripts/fuzz-api.sh), then runs the Python and TypeScript client libraries' suites
+# (scripts/test-clients.sh). Stops the stack again afterwards if it was not running before.
 # The operations tests' tools (promtool, prometheus, docker-compose, kubernetes-validate,
 # hadolint) are installed when missing by ensure_ops_tools (scripts/common.sh).
 #
@@ -73,8 +74,18 @@ if [ -e target/openapi.json ]; then
   fi
 fi
 
-# One closing line over every test binary (cargo prints one result line per binary) and
-# the fuzzer's tests (one per API operation, and one for its stateful phase).
-awk '/^test result:/ || /^fuzz: [0-9]+ passed/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+# The Python and TypeScript client libraries (lints, unit tests, and integration tests
+# against the real pipeline through the client harness), on a full run; each prints a
+# `clients (<language>): N passed, N failed, N skipped` line counted below.
+if [ $# -eq 0 ]; then
+  set +e
+  scripts/test-clients.sh 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  set -e
+fi
+
+# One closing line over every test binary (cargo prints one result line per binary), the
+# fuzzer's tests (one per API operation, and one for its stateful phase) and the clients'.
+awk '/^test result:/ || /^fuzz: [0-9]+ passed/ || /^clients \([a-z]+\): [0-9]+ passed/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^(ignored|skipped)/) s += $i } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 exit "$status"

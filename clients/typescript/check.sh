@@ -28,10 +28,12 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$lock_hash" ]]; then
 fi
 
 echo "== tsc (library: src -> dist, strict, no Node types)"
-rm -rf dist dist-test
+rm -rf dist dist-test dist-bench
 ./node_modules/.bin/tsc -p .
 echo "== tsc (tests: test -> dist-test, strict)"
 ./node_modules/.bin/tsc -p tsconfig.test.json
+echo "== tsc (producer benchmark: benchmarks -> dist-bench, strict)"
+./node_modules/.bin/tsc -p tsconfig.bench.json
 
 echo "== lint"
 node scripts/lint.mjs

@@ -411,6 +411,8 @@ export class IngestClient {
 
   private drop(entry: Entry, message: string): void {
     this.logger.warn(`ingest-client: ${entry.kind} dropped: ${message}`, { kind: entry.kind });
+    // Every call counts once in `enqueued`, a dropped one too (docs/clients.md).
+    this.reporter.stats.enqueued += 1;
     entry.taken(false);
     this.finish(entry, { status: "dropped", message });
   }

@@ -59,7 +59,7 @@ describe("overflow through the client", () => {
     assert.equal(logger.at("warn").filter((l) => l.message.includes("dropped")).length, 1);
     assert.deepEqual(
       { ...client.stats() },
-      { enqueued: 3, sent: 3, accepted: 0, rejected: 0, failed: 0, dropped: 1, retries: 0, requests: 3, queued: 3 },
+      { enqueued: 4, sent: 3, accepted: 0, rejected: 0, failed: 0, dropped: 1, retries: 0, requests: 3, queued: 3 },
     );
     // Room again once an outcome is reported.
     server.held[0]?.();
