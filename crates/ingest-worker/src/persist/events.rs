@@ -71,24 +71,7 @@ impl EventColumns {
             env.datasource.clone(),
             event_id.to_owned(),
         );
-        if let Some(&i) = self.seen.get(&key) {
-            if env.received_at > self.latest[i].unwrap_or(self.received_at[i]) {
-                self.latest[i] = Some(env.received_at);
-            }
-            self.later_copies.push(OwnedEvent {
-                project: env.project.clone(),
-                datasource: env.datasource.clone(),
-                event_id: event_id.to_owned(),
-                user_id: env.user_id.clone(),
-                event_type: event_type.to_owned(),
-                event_date,
-                parameters: Value::Object(parameters.clone()),
-                received_at: env.received_at,
-            });
-            return;
-        }
-        self.seen.insert(key, self.len());
-        self.push_columns(OwnedEvent {
+        let event = OwnedEvent {
             project: env.project.clone(),
             datasource: env.datasource.clone(),
             event_id: event_id.to_owned(),
@@ -97,7 +80,19 @@ impl EventColumns {
             event_date,
             parameters: Value::Object(parameters.clone()),
             received_at: env.received_at,
-        });
+        };
+        match self.seen.get(&key) {
+            Some(&i) => {
+                if event.received_at > self.last_received(i) {
+                    self.latest[i] = Some(event.received_at);
+                }
+                self.later_copies.push(event);
+            }
+            None => {
+                self.seen.insert(key, self.len());
+                self.push_columns(event);
+            }
+        }
     }
 
     fn push_columns(&mut self, event: OwnedEvent) {
