@@ -263,7 +263,8 @@ mod tests {
 
     #[test]
     fn copy_chunks_hold_the_rows_in_the_workers_encoding() {
-        let workload = Workload::new(Kind::Events, 100, 300, 0.0, 10);
+        let workload = Workload::new(Kind::Events, 100, 300, 0.0, 10)
+            .with_shape(crate::workload::Shape::Reference);
         let chunks = copy_chunks(&workload, "p", 250, 100);
         let lines: Vec<usize> = chunks
             .iter()

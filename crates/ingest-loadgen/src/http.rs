@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::e2e::{E2eReport, Sampler};
-use crate::procwatch::MemorySeries;
+use crate::procwatch::{self, CpuReport, MemorySeries};
 use crate::stats::{self, Percentiles};
 use crate::workload::{Batch, Workload};
 
@@ -56,6 +56,9 @@ pub struct LoadOptions {
     pub progress: bool,
     /// Source address of the client's connections (`None`: the system's choice).
     pub local_address: Option<IpAddr>,
+    /// Processes (and their children) whose CPU time over the measured window is
+    /// reported, besides the load generator's own and the machine's.
+    pub cpu_watch: Vec<(String, u32)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +72,12 @@ pub struct LoadReport {
     pub requests: u64,
     pub requests_per_sec: f64,
     pub items_sent: u64,
+    /// Bytes of request bodies sent (deletes have none).
+    #[serde(default)]
+    pub body_bytes_sent: u64,
+    /// Items of `POST` bodies (without deletes), for the mean item size.
+    #[serde(default)]
+    pub body_items_sent: u64,
     /// Items made invalid on purpose (`--invalid-share`); they should come back failed.
     pub invalid_items_sent: u64,
     pub accepted_items: u64,
@@ -83,6 +92,9 @@ pub struct LoadReport {
     pub latency_basis: String,
     pub e2e: Option<E2eReport>,
     pub memory: Vec<MemorySeries>,
+    /// CPU time over the measured window: watched processes, load generator, machine.
+    #[serde(default)]
+    pub cpu: Option<CpuReport>,
 }
 
 /// What one request came back with.
@@ -106,6 +118,8 @@ struct Shared {
     statuses: BTreeMap<String, u64>,
     requests: u64,
     items_sent: u64,
+    body_bytes_sent: u64,
+    body_items_sent: u64,
     invalid_sent: u64,
     accepted: u64,
     failed: u64,
@@ -149,6 +163,10 @@ impl Run {
             stats::record(&mut shared.latency, latency);
             shared.requests += 1;
             shared.items_sent += batch.items as u64;
+            if batch.delete.is_none() {
+                shared.body_bytes_sent += batch.body.len() as u64;
+                shared.body_items_sent += batch.items as u64;
+            }
             shared.invalid_sent += batch.invalid as u64;
             shared.accepted += outcome.accepted;
             shared.failed += outcome.failed;
@@ -160,12 +178,18 @@ impl Run {
     }
 
     async fn send(&self, batch: &Batch) -> Outcome {
-        let answer = self
-            .client
-            .post(self.target.url(batch.kind.endpoint()))
+        let request = match &batch.delete {
+            Some(user) => self
+                .client
+                .delete(format!("{}/{user}", self.target.url(batch.kind.endpoint()))),
+            None => self
+                .client
+                .post(self.target.url(batch.kind.endpoint()))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(batch.body.clone()),
+        };
+        let answer = request
             .header(reqwest::header::AUTHORIZATION, &self.authorization)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(batch.body.clone())
             .send()
             .await;
         let Ok(answer) = answer else {
@@ -231,6 +255,8 @@ pub async fn run(
             statuses: BTreeMap::new(),
             requests: 0,
             items_sent: 0,
+            body_bytes_sent: 0,
+            body_items_sent: 0,
             invalid_sent: 0,
             accepted: 0,
             failed: 0,
@@ -271,6 +297,16 @@ pub async fn run(
         })
     });
 
+    // CPU times at the start and the end of the measured window.
+    let cpu_marks = {
+        let targets = options.cpu_watch.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            let start = procwatch::cpu_mark(&targets);
+            tokio::time::sleep_until(end.into()).await;
+            (start, procwatch::cpu_mark(&targets))
+        })
+    };
     let mode = match options.rate {
         Some(rate) => {
             open_loop(&run, rate, options.connections, end).await;
@@ -285,6 +321,10 @@ pub async fn run(
         progress.abort();
     }
 
+    let cpu = cpu_marks
+        .await
+        .ok()
+        .map(|(start, end)| CpuReport::between(&start, &end));
     let shared = run.shared.lock().expect("stats lock");
     let secs = options.duration.as_secs_f64();
     Ok(LoadReport {
@@ -296,6 +336,8 @@ pub async fn run(
         requests: shared.requests,
         requests_per_sec: shared.requests as f64 / secs,
         items_sent: shared.items_sent,
+        body_bytes_sent: shared.body_bytes_sent,
+        body_items_sent: shared.body_items_sent,
         invalid_items_sent: shared.invalid_sent,
         accepted_items: shared.accepted,
         accepted_items_per_sec: shared.accepted as f64 / secs,
@@ -310,6 +352,7 @@ pub async fn run(
         .to_owned(),
         e2e: None,
         memory: Vec::new(),
+        cpu,
     })
 }
 

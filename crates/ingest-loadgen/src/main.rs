@@ -6,6 +6,8 @@
 //! - `producer-ceiling`: a bare producer with the gateway's settings;
 //! - `copy-ceiling`: raw `COPY` of the same rows into the same table;
 //! - `drain`: one worker turning a backlog into rows;
+//! - `rate-search`: the highest open-loop rate the whole pipeline sustains with
+//!   accept → visible p99 under a limit;
 //! - `report`: `BENCHMARKS.md` from the JSON results of a run of `scripts/bench.sh`;
 //! - `abuse`: one attack on a gateway (stalled bodies, idle connections, slowloris,
 //!   unknown tokens) while a healthy client writes;
@@ -25,6 +27,7 @@ mod e2e;
 mod http;
 mod procwatch;
 mod producer;
+mod rate_search;
 mod report;
 mod stats;
 mod workload;
@@ -38,7 +41,7 @@ use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
-use workload::{Kind, Workload};
+use workload::{Kind, Shape, Workload};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,6 +71,10 @@ enum Command {
     CopyCeiling(CopyArgs),
     /// Wait for a worker to drain the backlog of a topic; report its rate.
     Drain(DrainArgs),
+    /// Search the highest open-loop rate at which the pipeline (gateway, Kafka, worker,
+    /// PostgreSQL) accepts everything and accept → visible p99 stays under a limit;
+    /// confirm it with a longer run.
+    RateSearch(RateSearchArgs),
     /// Render BENCHMARKS.md's measured section from a results directory.
     Report(ReportArgs),
     /// Attack a running gateway in one way while a healthy client writes; report the
@@ -88,15 +95,22 @@ struct WorkloadArgs {
     kind: Kind,
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
-    /// Approximate JSON size of one item.
+    /// realistic (distinct, varied items: every figure in BENCHMARKS.md) or reference
+    /// (the near-identical padded items of earlier runs, for comparison only).
+    #[arg(long, value_enum, default_value = "realistic")]
+    shape: Shape,
+    /// Reference shape: JSON size of one item (realistic items vary by themselves).
     #[arg(long, default_value_t = 300)]
     item_bytes: usize,
     /// Share of items made invalid on purpose (0.0–1.0).
     #[arg(long, default_value_t = 0.0)]
     invalid_share: f64,
-    /// Distinct users items are spread over.
+    /// Distinct users items are spread over (with a skew; new contacts come on top).
     #[arg(long, default_value_t = 100_000)]
     users: u64,
+    /// Realistic contacts: share of contact writes that are deletes (one request each).
+    #[arg(long, default_value_t = 0.005)]
+    delete_share: f64,
 }
 
 impl WorkloadArgs {
@@ -108,6 +122,8 @@ impl WorkloadArgs {
             self.invalid_share,
             self.users,
         )
+        .with_shape(self.shape)
+        .with_delete_share(self.delete_share)
     }
 }
 
@@ -158,6 +174,63 @@ struct HttpArgs {
     /// No per-second progress lines.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct RateSearchArgs {
+    /// Gateway base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long)]
+    project: String,
+    #[arg(long)]
+    datasource: String,
+    #[arg(long, env = "INGEST_LOADGEN_TOKEN", hide_env_values = true)]
+    token: String,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// First rate tried, items/s.
+    #[arg(long)]
+    start_rate: f64,
+    /// The search stays below this rate (e.g. the worker's drain rate), items/s.
+    #[arg(long)]
+    max_rate: f64,
+    /// Measured length of each search step.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    step: Duration,
+    /// Measured length of the confirmation run at the rate found.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
+    confirm: Duration,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    warmup: Duration,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    p99_limit: Duration,
+    #[arg(long, default_value_t = 0.05)]
+    precision: f64,
+    #[arg(long, default_value_t = 6)]
+    max_steps: usize,
+    /// Sample one accepted request in this many for end-to-end latency.
+    #[arg(long, default_value_t = 10)]
+    e2e_every: u64,
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// The worker's metrics endpoint (to wait for it to catch up between steps).
+    #[arg(long, default_value = "http://127.0.0.1:9091/metrics")]
+    metrics_url: String,
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    brokers: String,
+    /// Topics the worker consumes (repeatable).
+    #[arg(long = "topic", default_values_t = ["ingest.events".to_owned(), "ingest.contacts".to_owned()])]
+    topics: Vec<String>,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    catch_up_timeout: Duration,
+    /// A process whose CPU is reported (with its children): NAME=PID (repeatable).
+    #[arg(long = "watch", value_parser = procwatch::parse_watch)]
+    watch: Vec<(String, u32)>,
+    #[arg(long)]
+    json_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -311,6 +384,39 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             output(&report, args.json_out.as_ref())
         }
+        Command::RateSearch(args) => {
+            let pool = connect(&args.database_url).await?;
+            let target = http::Target {
+                base_url: args.url.clone(),
+                project: args.project.clone(),
+                datasource: args.datasource.clone(),
+                token: args.token.clone(),
+            };
+            let options = rate_search::SearchOptions {
+                connections: args.connections,
+                start_rate: args.start_rate,
+                max_rate: args.max_rate,
+                step: args.step,
+                confirm: args.confirm,
+                warmup: args.warmup,
+                p99_limit: args.p99_limit,
+                precision: args.precision,
+                max_steps: args.max_steps,
+                e2e_every: args.e2e_every,
+                worker_metrics_url: args.metrics_url.clone(),
+                brokers: args.brokers.clone(),
+                topics: args.topics.clone(),
+                catch_up_timeout: args.catch_up_timeout,
+                cpu_watch: args.watch.clone(),
+            };
+            let report =
+                rate_search::search(&target, &args.workload.workload(), &pool, &options).await?;
+            eprintln!(
+                "sustained: {:.0} items/s with accept → visible p99 under {:.0} ms",
+                report.sustained_items_per_sec, report.p99_limit_ms
+            );
+            output(&report, args.json_out.as_ref())
+        }
         Command::Report(args) => report::write(&args.results, &args.out),
         Command::Abuse(args) => abuse::run(args).await,
         Command::AbuseReport(args) => abuse::render::write(&args.results, &args.out),
@@ -342,6 +448,7 @@ async fn http_load(args: HttpArgs) -> anyhow::Result<()> {
         e2e_every: args.e2e_every,
         progress: !args.quiet,
         local_address: None,
+        cpu_watch: args.watch.clone(),
     };
     let done = CancellationToken::new();
     let (sampler, e2e_task) = match &args.e2e_database_url {

@@ -1,5 +1,7 @@
-//! Resident memory of other processes (the gateway, the worker), sampled from
-//! `/proc/<pid>/status` while a run goes on: is memory flat over a soak?
+//! Other processes seen from `/proc` while a run goes on: resident memory of the gateway
+//! and the worker, sampled from `/proc/<pid>/status` (is memory flat over a soak?), and
+//! the CPU time each watched process (with its children: PostgreSQL's backends) and the
+//! whole machine spent over the measured window (where does the CPU go?).
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,147 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// Clock ticks per second of `/proc`'s CPU times (`USER_HZ`, 100 on every Linux this
+/// runs on; reading it from `sysconf` would take `unsafe` for one constant).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU seconds (user + system) spent by `pid` and its live descendants, plus the
+/// children it has reaped.
+pub fn cpu_seconds_tree(pid: u32) -> Option<f64> {
+    let stats: Vec<(u32, u32, f64)> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let (ppid, ticks) = stat_ticks(p, p == pid)?;
+            Some((p, ppid, ticks))
+        })
+        .collect();
+    stats.iter().find(|s| s.0 == pid)?;
+    let mut tree = vec![pid];
+    let mut total = 0.0;
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        for (p, ppid, ticks) in &stats {
+            if *p == parent {
+                total += ticks;
+            }
+            if *ppid == parent && *p != parent {
+                tree.push(*p);
+            }
+        }
+        i += 1;
+    }
+    Some(total / TICKS_PER_SEC)
+}
+
+/// `(ppid, utime + stime [+ cutime + cstime])` from `/proc/<pid>/stat`.
+fn stat_ticks(pid: u32, with_children: bool) -> Option<(u32, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields start after it.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let field = |n: usize| fields.get(n - 3)?.parse::<f64>().ok();
+    let ppid = fields.get(1)?.parse().ok()?;
+    let mut ticks = field(14)? + field(15)?;
+    if with_children {
+        ticks += field(16)? + field(17)?;
+    }
+    Some((ppid, ticks))
+}
+
+/// `(busy, total)` CPU seconds of the whole machine since boot, from `/proc/stat`.
+pub fn machine_cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let values: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: f64 = values.iter().sum();
+    let idle = values.get(3)? + values.get(4).unwrap_or(&0.0);
+    Some(((total - idle) / TICKS_PER_SEC, total / TICKS_PER_SEC))
+}
+
+/// CPU times at one instant: each watched process's tree, this process, the machine.
+#[derive(Debug, Clone)]
+pub struct CpuMark {
+    at: Instant,
+    processes: Vec<(String, u32, Option<f64>)>,
+    machine: Option<(f64, f64)>,
+}
+
+pub fn cpu_mark(targets: &[(String, u32)]) -> CpuMark {
+    let mut processes: Vec<_> = targets
+        .iter()
+        .map(|(name, pid)| (name.clone(), *pid, cpu_seconds_tree(*pid)))
+        .collect();
+    let own = std::process::id();
+    processes.push((
+        "load generator".into(),
+        own,
+        stat_ticks(own, false).map(|t| t.1 / TICKS_PER_SEC),
+    ));
+    CpuMark {
+        at: Instant::now(),
+        processes,
+        machine: machine_cpu_seconds(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CpuUse {
+    pub name: String,
+    pub pid: u32,
+    pub cpu_s: f64,
+    /// Cores busy on average: CPU seconds per second of the window.
+    pub cores: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CpuReport {
+    pub window_s: f64,
+    pub processes: Vec<CpuUse>,
+    /// Cores busy on the whole machine (every process, the kernel included).
+    pub machine_busy_cores: Option<f64>,
+    pub machine_cores: Option<f64>,
+}
+
+impl CpuReport {
+    pub fn between(start: &CpuMark, end: &CpuMark) -> Self {
+        let window_s = end.at.duration_since(start.at).as_secs_f64().max(1e-9);
+        let processes = start
+            .processes
+            .iter()
+            .zip(&end.processes)
+            .filter_map(|((name, pid, a), (_, _, b))| {
+                let cpu_s = (b.as_ref()? - a.as_ref()?).max(0.0);
+                Some(CpuUse {
+                    name: name.clone(),
+                    pid: *pid,
+                    cpu_s,
+                    cores: cpu_s / window_s,
+                })
+            })
+            .collect();
+        let machine = start.machine.zip(end.machine);
+        Self {
+            window_s,
+            processes,
+            machine_busy_cores: machine.map(|(a, b)| (b.0 - a.0) / window_s),
+            machine_cores: machine.map(|(a, b)| (b.1 - a.1) / window_s),
+        }
+    }
+
+    /// Microseconds of CPU `name` spent per unit of work (`units` in the window).
+    pub fn micros_per(&self, name: &str, units: u64) -> Option<f64> {
+        let process = self.processes.iter().find(|p| p.name == name)?;
+        (units > 0).then(|| process.cpu_s * 1e6 / units as f64)
+    }
 }
 
 /// A watched process: name, pid, `(seconds, MiB)` samples.
@@ -118,6 +261,26 @@ mod tests {
         assert_eq!(s.first_mib, 5.0);
         assert_eq!(s.max_mib, 23.0);
         assert!((s.slope_mib_per_min - 120.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cpu_of_a_busy_child_counts_for_its_parent() {
+        let start = cpu_mark(&[("me".into(), std::process::id())]);
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .spawn()
+            .unwrap();
+        // While the child runs, it is a live descendant; once reaped, its time moves to
+        // our cutime.
+        std::thread::sleep(Duration::from_millis(200));
+        let live = cpu_seconds_tree(std::process::id()).unwrap();
+        child.wait().unwrap();
+        let end = cpu_mark(&[("me".into(), std::process::id())]);
+        let report = CpuReport::between(&start, &end);
+        let me = &report.processes[0];
+        assert!(me.cpu_s >= 0.1, "tree CPU {} s (live {live} s)", me.cpu_s);
+        assert!(report.machine_busy_cores.unwrap() > 0.0);
+        assert!(report.micros_per("me", 1000).unwrap() > 0.0);
     }
 
     #[test]

@@ -508,6 +508,7 @@ fn spawn_healthy(
         e2e_every: 1,
         progress: false,
         local_address: Some(IpAddr::V4(args.healthy_source)),
+        cpu_watch: Vec::new(),
     };
     let probe_from = Instant::now() + args.idle;
     let probes = probe::run(

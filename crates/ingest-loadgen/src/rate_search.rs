@@ -1,0 +1,323 @@
+//! The pipeline's sustained rate: the highest offered rate (open loop) at which every
+//! item is accepted and accept → visible in PostgreSQL stays under a p99 limit, found by
+//! bisection over short steps, then held for a longer confirmation run.
+//!
+//! A step passes when the gateway accepted what was offered (≥ 99.5%, nothing refused,
+//! no scheduled request left unsent), no sample stayed invisible, and the sampled
+//! accept → visible p99 is under the limit. Between steps the worker is let catch up
+//! (its persisted messages reach the topics' message count), so a failed step's backlog
+//! never counts against the next one. If the confirmation fails, the rate is lowered by
+//! a tenth and confirmed again, at most twice.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::drain;
+use crate::e2e;
+use crate::http::{self, LoadOptions, LoadReport, Target};
+use crate::workload::Workload;
+
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    pub connections: usize,
+    /// First rate tried (items/s).
+    pub start_rate: f64,
+    /// A rate known (or assumed) to fail: the search stays below it.
+    pub max_rate: f64,
+    pub step: Duration,
+    pub confirm: Duration,
+    pub warmup: Duration,
+    pub p99_limit: Duration,
+    /// Stop bisecting when the bracket is narrower than this share of its upper end.
+    pub precision: f64,
+    pub max_steps: usize,
+    pub e2e_every: u64,
+    /// The worker's metrics endpoint and the topics it consumes: to wait for catch-up.
+    pub worker_metrics_url: String,
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub catch_up_timeout: Duration,
+    pub cpu_watch: Vec<(String, u32)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    pub offered_items_per_sec: f64,
+    pub duration_s: f64,
+    pub passed: bool,
+    /// Why a step failed (empty when it passed).
+    pub reason: String,
+    pub report: LoadReport,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchReport {
+    pub workload: serde_json::Value,
+    pub p99_limit_ms: f64,
+    pub steps: Vec<Step>,
+    /// The highest rate whose confirmation run passed (0 when none did).
+    pub sustained_items_per_sec: f64,
+    /// The passing confirmation run, with its CPU breakdown.
+    pub confirmed: Option<Step>,
+}
+
+/// Why a step at `offered` items/s fails, or `None` when it passes.
+pub fn verdict(report: &LoadReport, offered: f64, p99_limit_ms: f64) -> Option<String> {
+    let refused: u64 = report
+        .statuses
+        .iter()
+        .filter(|(status, _)| !matches!(status.as_str(), "200" | "202"))
+        .map(|(_, n)| n)
+        .sum();
+    if refused > 0 {
+        return Some(format!("answers other than 2xx: {:?}", report.statuses));
+    }
+    if report.not_sent > 0 {
+        return Some(format!(
+            "{} scheduled requests not sent (connections saturated)",
+            report.not_sent
+        ));
+    }
+    if report.accepted_items_per_sec < 0.995 * offered {
+        return Some(format!(
+            "accepted {:.0} of {offered:.0} items/s",
+            report.accepted_items_per_sec
+        ));
+    }
+    let Some(e2e) = &report.e2e else {
+        return Some("no end-to-end samples".into());
+    };
+    if e2e.unseen > 0 {
+        return Some(format!("{} samples not visible within 30 s", e2e.unseen));
+    }
+    if e2e.latency.count == 0 {
+        return Some("no end-to-end samples".into());
+    }
+    if e2e.latency.p99_ms >= p99_limit_ms {
+        return Some(format!(
+            "accept → visible p99 {:.0} ms ≥ {p99_limit_ms:.0} ms",
+            e2e.latency.p99_ms
+        ));
+    }
+    None
+}
+
+/// The next rate to try, or `None` when the bracket `(pass, fail)` is narrow enough.
+pub fn next_rate(pass: f64, fail: f64, precision: f64) -> Option<f64> {
+    ((fail - pass) > precision * fail).then_some((pass + fail) / 2.0)
+}
+
+pub async fn search(
+    target: &Target,
+    workload: &Workload,
+    pool: &PgPool,
+    options: &SearchOptions,
+) -> anyhow::Result<SearchReport> {
+    let limit_ms = options.p99_limit.as_secs_f64() * 1000.0;
+    let (mut pass, mut fail) = (0.0_f64, options.max_rate);
+    let mut rate = options.start_rate.min(options.max_rate);
+    let mut steps = Vec::new();
+    for _ in 0..options.max_steps {
+        let step = run_step(target, workload, pool, options, rate, options.step).await?;
+        eprintln!(
+            "rate search: {rate:.0} items/s {} {}",
+            if step.passed { "passed" } else { "failed:" },
+            step.reason
+        );
+        if step.passed {
+            pass = rate;
+        } else {
+            fail = rate;
+        }
+        steps.push(step);
+        catch_up(options).await?;
+        match next_rate(pass, fail, options.precision) {
+            Some(next) => rate = next,
+            None => break,
+        }
+    }
+
+    let mut confirmed = None;
+    let mut rate = pass;
+    for _ in 0..3 {
+        if rate <= 0.0 {
+            break;
+        }
+        let step = run_step(target, workload, pool, options, rate, options.confirm).await?;
+        eprintln!(
+            "rate search: confirmation at {rate:.0} items/s for {:?} {} {}",
+            options.confirm,
+            if step.passed { "passed" } else { "failed:" },
+            step.reason
+        );
+        let passed = step.passed;
+        steps.push(step.clone());
+        if passed {
+            confirmed = Some(step);
+            break;
+        }
+        catch_up(options).await?;
+        rate *= 0.9;
+    }
+    Ok(SearchReport {
+        workload: serde_json::to_value(workload)?,
+        p99_limit_ms: limit_ms,
+        sustained_items_per_sec: confirmed.as_ref().map_or(0.0, |s| s.offered_items_per_sec),
+        confirmed,
+        steps,
+    })
+}
+
+async fn run_step(
+    target: &Target,
+    workload: &Workload,
+    pool: &PgPool,
+    options: &SearchOptions,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Step> {
+    let done = CancellationToken::new();
+    let (sampler, e2e_task) = e2e::start(
+        pool.clone(),
+        target.project.clone(),
+        target.datasource.clone(),
+        Duration::from_millis(20),
+        Duration::from_secs(30),
+        done.clone(),
+    );
+    let load = LoadOptions {
+        connections: options.connections,
+        rate: Some(rate),
+        duration,
+        warmup: options.warmup,
+        timeout: Duration::from_secs(30),
+        e2e_every: options.e2e_every,
+        progress: false,
+        local_address: None,
+        cpu_watch: options.cpu_watch.clone(),
+    };
+    let report = http::run(target.clone(), workload.clone(), load, Some(sampler)).await;
+    done.cancel();
+    let e2e = e2e_task.await??;
+    let mut report = report?;
+    report.e2e = Some(e2e);
+    let reason = verdict(&report, rate, options.p99_limit.as_secs_f64() * 1000.0);
+    Ok(Step {
+        offered_items_per_sec: rate,
+        duration_s: duration.as_secs_f64(),
+        passed: reason.is_none(),
+        reason: reason.unwrap_or_default(),
+        report,
+    })
+}
+
+/// Waits until the worker has handled every message of the topics.
+async fn catch_up(options: &SearchOptions) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        let mut messages = 0;
+        for topic in &options.topics {
+            messages += drain::backlog(&options.brokers, topic)?;
+        }
+        let exposition = client
+            .get(&options.worker_metrics_url)
+            .send()
+            .await
+            .context("scraping the worker")?
+            .text()
+            .await?;
+        let handled = handled(&exposition);
+        if handled >= messages {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < options.catch_up_timeout,
+            "the worker did not catch up within {:?} ({handled} of {messages} messages)",
+            options.catch_up_timeout
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Sum of `ingest_worker_messages_total` over topics and outcomes (persisted, skipped,
+/// dead-lettered): the messages the worker is done with.
+fn handled(exposition: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("ingest_worker_messages_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(accepted: f64, p99_ms: f64, unseen: u64, statuses: &str) -> LoadReport {
+        serde_json::from_value(serde_json::json!({
+            "mode": "open", "workload": {}, "connections": 64, "duration_s": 30.0,
+            "offered_items_per_sec": 1000.0, "requests": 10, "requests_per_sec": 1.0,
+            "items_sent": 1000, "invalid_items_sent": 0, "accepted_items": 1000,
+            "accepted_items_per_sec": accepted, "failed_items": 0,
+            "statuses": serde_json::from_str::<serde_json::Value>(statuses).unwrap(),
+            "not_sent": 0,
+            "latency": {"count": 1, "mean_ms": 1.0, "p50_ms": 1.0, "p90_ms": 1.0,
+                        "p99_ms": 1.0, "p999_ms": 1.0, "max_ms": 1.0},
+            "latency_basis": "", "memory": [],
+            "e2e": {"latency": {"count": 10, "mean_ms": 1.0, "p50_ms": 1.0, "p90_ms": 1.0,
+                                "p99_ms": p99_ms, "p999_ms": 1.0, "max_ms": 1.0},
+                    "unseen": unseen, "poll_interval_ms": 20}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_step_passes_only_when_everything_was_accepted_and_visible_in_time() {
+        assert_eq!(
+            verdict(&report(1000.0, 900.0, 0, r#"{"202":10}"#), 1000.0, 1000.0),
+            None
+        );
+        assert!(
+            verdict(&report(1000.0, 1000.0, 0, r#"{"202":10}"#), 1000.0, 1000.0)
+                .unwrap()
+                .contains("p99")
+        );
+        assert!(
+            verdict(&report(1000.0, 10.0, 1, r#"{"202":10}"#), 1000.0, 1000.0)
+                .unwrap()
+                .contains("not visible")
+        );
+        assert!(
+            verdict(&report(900.0, 10.0, 0, r#"{"202":10}"#), 1000.0, 1000.0)
+                .unwrap()
+                .contains("accepted")
+        );
+        assert!(verdict(
+            &report(1000.0, 10.0, 0, r#"{"202":9,"503":1}"#),
+            1000.0,
+            1000.0
+        )
+        .unwrap()
+        .contains("503"));
+    }
+
+    #[test]
+    fn counts_every_outcome_as_handled() {
+        let text = "ingest_worker_messages_total{topic=\"a\",outcome=\"persisted\"} 10\n\
+            ingest_worker_messages_total{topic=\"b\",outcome=\"dead_lettered\"} 2\n\
+            ingest_worker_batches_total 7\n";
+        assert_eq!(handled(text), 12);
+    }
+
+    #[test]
+    fn bisection_narrows_the_bracket_and_stops() {
+        assert_eq!(next_rate(0.0, 100_000.0, 0.05), Some(50_000.0));
+        assert_eq!(next_rate(40_000.0, 50_000.0, 0.05), Some(45_000.0));
+        assert_eq!(next_rate(48_000.0, 50_000.0, 0.05), None);
+    }
+}
