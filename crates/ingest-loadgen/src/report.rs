@@ -530,6 +530,69 @@ mod tests {
         assert_eq!(thousands(0.0), "0");
     }
 
+    fn load(
+        requests_per_sec: f64,
+        accepted_per_sec: f64,
+        p50_ms: f64,
+        gateway_cpu_s: f64,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "mode": "closed", "workload": {"delete_share": 0.005}, "connections": 64,
+            "duration_s": 10.0, "offered_items_per_sec": null, "requests": 10,
+            "requests_per_sec": requests_per_sec, "items_sent": 1000,
+            "body_bytes_sent": 380000, "body_items_sent": 1000, "invalid_items_sent": 0,
+            "accepted_items": 1000, "accepted_items_per_sec": accepted_per_sec,
+            "failed_items": 0, "statuses": {"202": 10}, "not_sent": 0,
+            "latency": {"count": 1, "mean_ms": 1.0, "p50_ms": p50_ms, "p90_ms": 1.0,
+                        "p99_ms": 9.0, "p999_ms": 1.0, "max_ms": 1.0},
+            "latency_basis": "send → answer", "memory": [],
+            "e2e": {"latency": {"count": 10, "mean_ms": 1.0, "p50_ms": 80.0, "p90_ms": 1.0,
+                                "p99_ms": 400.0, "p999_ms": 1.0, "max_ms": 1.0},
+                    "unseen": 0, "poll_interval_ms": 20},
+            "cpu": {"window_s": 10.0, "machine_busy_cores": 1.9, "machine_cores": 2.0,
+                    "processes": [{"name": "gateway", "pid": 1, "cpu_s": gateway_cpu_s,
+                                   "cores": gateway_cpu_s / 10.0}]}
+        })
+    }
+
+    #[test]
+    fn renders_batch_sizes_cpu_per_event_and_the_sustained_rate() {
+        let dir = std::env::temp_dir().join(format!("loadgen-render-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let put = |name: &str, value: serde_json::Value| {
+            std::fs::write(dir.join(name), value.to_string()).unwrap();
+        };
+        // 100,000 events/s for 10 s on 7 s of gateway CPU: 7 µs per event.
+        put("gateway_max.json", load(1000.0, 100_000.0, 30.0, 7.0));
+        put("gateway_b1.json", load(12_000.0, 12_000.0, 4.5, 9.0));
+        let confirmed = serde_json::json!({"offered_items_per_sec": 50_000.0,
+            "duration_s": 120.0, "passed": true, "reason": "",
+            "report": load(500.0, 49_990.0, 3.0, 5.0)});
+        let failed = serde_json::json!({"offered_items_per_sec": 60_000.0,
+            "duration_s": 30.0, "passed": false, "reason": "accept → visible p99 1500 ms ≥ 1000 ms",
+            "report": load(600.0, 60_000.0, 3.0, 6.0)});
+        put(
+            "sustained_events.json",
+            serde_json::json!({"workload": {}, "p99_limit_ms": 1000.0,
+            "steps": [failed, confirmed.clone()], "sustained_items_per_sec": 49_990.0,
+            "confirmed": confirmed}),
+        );
+        let text = render(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(text.contains("| gateway: CPU per accepted event, batches of 100 | 7.0 µs | | | ≤ 8 µs | **yes** |"), "{text}");
+        assert!(
+            text.contains("12,000 req/s, p50 4.5 ms | | | ≥ 10,000 req/s, p50 ≤ 5 ms | **yes** |"),
+            "{text}"
+        );
+        assert!(text.contains("| pipeline: sustained events/s, open loop, accept → visible p99 < 1000 ms for 120 s | 49,990 | | | ≥ 45,000 | **yes** |"), "{text}");
+        assert!(text.contains("| 60,000 | 30 s | 60,000 | 9 ms | 80 / 400 ms | fail: accept → visible p99 1500 ms ≥ 1000 ms |"), "{text}");
+        assert!(
+            text.contains("**Sustained: 49,990 events/s** for 120 s."),
+            "{text}"
+        );
+        assert!(text.contains("| events, 1 per request | 64 | 12,000 | 12,000 | 4.5 ms | 9.0 ms | 380 B | 75.0 µs |"), "{text}");
+    }
+
     #[test]
     fn replaces_only_the_generated_section() {
         let dir = std::env::temp_dir().join(format!("loadgen-report-{}", std::process::id()));
