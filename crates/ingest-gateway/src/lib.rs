@@ -58,9 +58,27 @@ use crate::sync::SyncWaiters;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Shared by every handler.
+/// What every handler shares. Cloned for every request (axum's `State` extractor and each
+/// layer hold a copy), so it is one `Arc`: a clone is one atomic increment, not one per
+/// field (the producer, the caches, the pool, ...).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl AppState {
+    pub fn new(shared: SharedState) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+pub struct SharedState {
     pub config: Arc<Config>,
     pub publisher: Publisher,
     pub directory: Directory,
@@ -142,7 +160,7 @@ impl Application {
         tokio::spawn(directory.clone().forget_quiet_clients(background.clone()));
         tokio::spawn(limiter.clone().clean_up_periodically(background.clone()));
         tokio::spawn(sync.clone().listen(pool.clone(), background.clone()));
-        let state = AppState {
+        let state = AppState::new(SharedState {
             budget: BodyBudget::new(
                 config.body_budget_bytes,
                 config.datasource_body_budget_bytes,
@@ -154,7 +172,7 @@ impl Application {
             sync,
             metrics,
             db: pool,
-        };
+        });
         Ok(Self {
             listener,
             router: router(state.clone()),
