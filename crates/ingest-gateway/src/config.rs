@@ -16,7 +16,7 @@
 //! | `INGEST_TOPIC_PREFIX` | `ingest` | topics `<prefix>.contacts`, `<prefix>.events`, `<prefix>.dlq` |
 //! | `INGEST_PUBLISH_TIMEOUT_MS` | `5000` | how long a batch may wait for the broker's acknowledgement before the request fails with 503 |
 //! | `INGEST_SYNC_WAIT_MS` | `10000` | `?_sync`: longest wait for the worker's commit before answering 202 |
-//! | `INGEST_KAFKA_LINGER_MS` | `5` | producer `linger.ms` |
+//! | `INGEST_KAFKA_LINGER_MS` | `1` | producer `linger.ms`: how long a message may wait for others to share its produce request; every request waits for its acknowledgement, so this is added to single-item requests' latency |
 //! | `INGEST_KAFKA_COMPRESSION` | `lz4` | producer `compression.type` |
 //! | `INGEST_KAFKA_QUEUE_MAX_KBYTES` | `131072` | most data (KiB) waiting in the producer; when full, writes get 503 at once |
 //! | `DATABASE_URL` | `postgres://ingest@127.0.0.1:55432/ingest` | tenancy database (tokens, datasources, limits) |
@@ -125,7 +125,7 @@ impl Config {
                 vars.parse("INGEST_PUBLISH_TIMEOUT_MS", "5000")?,
             ),
             sync_wait: Duration::from_millis(vars.parse("INGEST_SYNC_WAIT_MS", "10000")?),
-            linger_ms: vars.parse("INGEST_KAFKA_LINGER_MS", "5")?,
+            linger_ms: vars.parse("INGEST_KAFKA_LINGER_MS", "1")?,
             compression: vars.string("INGEST_KAFKA_COMPRESSION", "lz4"),
             queue_max_kbytes: vars.parse("INGEST_KAFKA_QUEUE_MAX_KBYTES", "131072")?,
             database_url: vars.string("DATABASE_URL", "postgres://ingest@127.0.0.1:55432/ingest"),

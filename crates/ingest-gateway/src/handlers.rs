@@ -26,7 +26,7 @@ use crate::body;
 use crate::directory::Authorized;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ClientAddr};
-use crate::metrics::{ITEMS_TOTAL, PUBLISH_DURATION_SECONDS, RATE_LIMITED_TOTAL};
+use crate::metrics::RATE_LIMITED_TOTAL;
 use crate::views::{
     AttributeSpecView, AttributeSpecs, BatchAnswers, ContactBatch, EventBatch, EventParameterSpecs,
     EventSpecs, EventTypeView, GuardedErrors, Message, ParameterSpecView, PathErrors, StreamInfo,
@@ -192,7 +192,9 @@ async fn write_batch(
     }
     let answer = BatchAnswer::new(outcomes);
     let kind_label = kind_label(kind);
-    metrics::counter!(ITEMS_TOTAL, "kind" => kind_label, "outcome" => "invalid")
+    state
+        .counters
+        .items(kind_label, "invalid")
         .increment(answer.entity.failed as u64);
 
     if envelopes.is_empty() {
@@ -246,13 +248,18 @@ async fn publish(
 ) -> Result<(), ApiError> {
     let started = Instant::now();
     let published = state.publisher.publish_all(envelopes).await;
-    metrics::histogram!(PUBLISH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+    state
+        .counters
+        .publish_duration()
+        .record(started.elapsed().as_secs_f64());
     let outcome = if published.is_ok() {
         "accepted"
     } else {
         "unavailable"
     };
-    metrics::counter!(ITEMS_TOTAL, "kind" => kind_label, "outcome" => outcome)
+    state
+        .counters
+        .items(kind_label, outcome)
         .increment(envelopes.len() as u64);
     published.map_err(|source| ApiError::Unavailable {
         retry_after: RETRY_AFTER,

@@ -1,6 +1,9 @@
 //! Every metric the gateway exports, named `ingest_gateway_<what>_<unit>`.
 //! Histogram buckets are set by suffix in `ingest_types::runtime`.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 /// HTTP requests answered, by `route` (the matched path template) and `status`.
 pub const HTTP_REQUESTS_TOTAL: &str = "ingest_gateway_http_requests_total";
 /// Items received, by `kind` (contact, event; contact_delete and user_erasure for the
@@ -75,4 +78,72 @@ pub fn describe() {
         RATE_LIMITED_TOTAL,
         "Requests refused with 429, by endpoint."
     );
+}
+
+/// Handles of the metrics every request touches, resolved once per label set and kept:
+/// `metrics::counter!` with labels builds a key (an allocation) and looks it up in the
+/// registry on every call. Made after the recorder is installed (a handle resolved
+/// before would count nowhere), so it lives in the application state.
+pub struct Handles {
+    publish_duration: metrics::Histogram,
+    items: RwLock<HashMap<(&'static str, &'static str), metrics::Counter>>,
+    http: RwLock<HashMap<u16, HashMap<Box<str>, metrics::Counter>>>,
+}
+
+impl Handles {
+    pub fn new() -> Self {
+        Self {
+            publish_duration: metrics::histogram!(PUBLISH_DURATION_SECONDS),
+            items: RwLock::default(),
+            http: RwLock::default(),
+        }
+    }
+
+    pub fn publish_duration(&self) -> &metrics::Histogram {
+        &self.publish_duration
+    }
+
+    /// `ingest_gateway_items_total{kind, outcome}`.
+    pub fn items(&self, kind: &'static str, outcome: &'static str) -> metrics::Counter {
+        if let Some(counter) = read(&self.items).get(&(kind, outcome)) {
+            return counter.clone();
+        }
+        write(&self.items)
+            .entry((kind, outcome))
+            .or_insert_with(|| metrics::counter!(ITEMS_TOTAL, "kind" => kind, "outcome" => outcome))
+            .clone()
+    }
+
+    /// `ingest_gateway_http_requests_total{route, status}`.
+    pub fn http_request(&self, route: &str, status: u16) -> metrics::Counter {
+        if let Some(counter) = read(&self.http).get(&status).and_then(|r| r.get(route)) {
+            return counter.clone();
+        }
+        write(&self.http)
+            .entry(status)
+            .or_default()
+            .entry(route.into())
+            .or_insert_with(|| {
+                metrics::counter!(
+                    HTTP_REQUESTS_TOTAL,
+                    "route" => route.to_owned(),
+                    "status" => status.to_string()
+                )
+            })
+            .clone()
+    }
+}
+
+impl Default for Handles {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
 }

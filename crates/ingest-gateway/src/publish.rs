@@ -1,14 +1,17 @@
 //! Publishing to Kafka. A batch counts as accepted only when the broker acknowledged
 //! every one of its messages with all in-sync replicas (`acks=all`, idempotent producer).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::join_all;
 use ingest_types::{Envelope, Topics};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+use tokio::sync::Notify;
 
 use crate::config::Config;
 
@@ -18,8 +21,6 @@ pub enum PublishError {
     Enqueue(#[source] KafkaError),
     #[error("kafka did not acknowledge a message: {0}")]
     Delivery(#[source] KafkaError),
-    #[error("the delivery was cancelled (producer shutting down)")]
-    Cancelled,
     #[error("no acknowledgement within {0:?}")]
     TimedOut(Duration),
 }
@@ -55,18 +56,71 @@ pub fn producer_config(config: &Config) -> ClientConfig {
     client
 }
 
+/// The acknowledgements one `publish_all` waits for. Every message of the batch carries
+/// it (the delivery opaque); librdkafka's delivery report for a message, on the
+/// producer's polling thread, counts it down, and the last one wakes the request. One
+/// shared counter per batch instead of a channel and a future per message.
+struct Batch {
+    pending: AtomicUsize,
+    /// The first message that was not acknowledged, if any.
+    failed: Mutex<Option<KafkaError>>,
+    done: Notify,
+}
+
+impl Batch {
+    fn new(messages: usize) -> Self {
+        Self {
+            pending: AtomicUsize::new(messages),
+            failed: Mutex::new(None),
+            done: Notify::new(),
+        }
+    }
+
+    fn settle(&self, outcome: Result<(), KafkaError>) {
+        if let Err(err) = outcome {
+            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            failed.get_or_insert(err);
+        }
+        // AcqRel: the waiter that sees zero also sees every failure recorded before.
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Stores a permit when the waiter is not parked yet: no lost wake-up.
+            self.done.notify_one();
+        }
+    }
+
+    async fn all_settled(&self) {
+        while self.pending.load(Ordering::Acquire) != 0 {
+            self.done.notified().await;
+        }
+    }
+}
+
+/// Routes each delivery report to its batch.
+struct DeliveryContext;
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Arc<Batch>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<Batch>) {
+        batch.settle(result.as_ref().map(|_| ()).map_err(|(err, _)| err.clone()));
+    }
+}
+
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: Arc<ThreadedProducer<DeliveryContext>>,
     topics: Topics,
     timeout: Duration,
 }
 
 impl Publisher {
     pub fn new(config: &Config) -> Result<Self, KafkaError> {
-        let producer: FutureProducer = producer_config(config).create()?;
+        let producer: ThreadedProducer<DeliveryContext> =
+            producer_config(config).create_with_context(DeliveryContext)?;
         Ok(Self {
-            producer,
+            producer: Arc::new(producer),
             topics: config.topics.clone(),
             timeout: config.publish_timeout + Duration::from_millis(500),
         })
@@ -76,30 +130,32 @@ impl Publisher {
     /// broker has every one of them; any error means the caller must not report
     /// the batch as accepted (some messages may still land: retries are idempotent).
     pub async fn publish_all(&self, envelopes: &[Envelope]) -> Result<(), PublishError> {
-        let mut deliveries = Vec::with_capacity(envelopes.len());
+        let batch = Arc::new(Batch::new(envelopes.len()));
         for envelope in envelopes {
             let key = envelope.key();
             let payload = envelope.encode();
-            let record = FutureRecord::to(self.topics.for_operation(&envelope.op))
-                .key(&key)
-                .payload(&payload);
-            let delivery = self
-                .producer
-                .send_result(record)
+            let record =
+                BaseRecord::with_opaque_to(self.topics.for_operation(&envelope.op), batch.clone())
+                    .key(&key)
+                    .payload(&payload);
+            // On a refusal the messages already handed over still report to `batch`;
+            // nobody waits for them any more.
+            self.producer
+                .send(record)
                 .map_err(|(err, _)| PublishError::Enqueue(err))?;
-            deliveries.push(delivery);
         }
-        let outcomes = tokio::time::timeout(self.timeout, join_all(deliveries))
+        tokio::time::timeout(self.timeout, batch.all_settled())
             .await
             .map_err(|_| PublishError::TimedOut(self.timeout))?;
-        for outcome in outcomes {
-            match outcome {
-                Ok(Ok(_)) => {}
-                Ok(Err((err, _))) => return Err(PublishError::Delivery(err)),
-                Err(_cancelled) => return Err(PublishError::Cancelled),
-            }
+        let failed = batch
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match failed {
+            Some(err) => Err(PublishError::Delivery(err)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Messages handed to the producer and not yet acknowledged or failed.
@@ -117,7 +173,7 @@ impl Publisher {
             tracing::error!(?code, %reason, "the Kafka producer met a fatal error; not ready");
             return false;
         }
-        let producer = self.producer.clone();
+        let producer = Arc::clone(&self.producer);
         tokio::task::spawn_blocking(move || {
             producer
                 .client()

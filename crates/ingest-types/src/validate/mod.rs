@@ -154,14 +154,15 @@ pub fn check_raw(
     received_at: DateTime<Utc>,
     specs: &Specs,
 ) -> (Echo, Result<ValidItem, FieldErrors>) {
-    let Ok(item) = serde_json::from_str::<Value>(raw.get()) else {
+    // One pass builds the value and notes a repeated key (not a second parse for that).
+    let Ok((item, repeats_a_key)) = storable::parse_noting_duplicate_keys(raw.get()) else {
         return (Echo::default(), Err(item_error(INVALID_FORMAT)));
     };
     let echo = echo(&item);
     if raw.get().len() > MAX_ITEM_BYTES {
         return (echo, Err(item_error(TOO_LARGE)));
     }
-    if storable::has_duplicate_keys(raw.get()) {
+    if repeats_a_key {
         return (echo, Err(item_error(DUPLICATE_KEY)));
     }
     let result = as_object(&item).and_then(|object| match kind {

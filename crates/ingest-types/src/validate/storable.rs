@@ -12,11 +12,12 @@
 //!   the last silently.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, TimeDelta, Timelike, Utc};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Number;
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 /// PostgreSQL `numeric`: most digits before the decimal point.
 pub const MAX_INTEGER_DIGITS: i64 = 131_072;
@@ -151,6 +152,99 @@ impl<'de> Visitor<'de> for NoDuplicateKeys {
             return Err(de::Error::custom("duplicate key"));
         }
         Ok(self)
+    }
+}
+
+/// Parses JSON text into a [`Value`] and says whether any object in it repeats a key, in
+/// one pass: the same value `serde_json::from_str::<Value>` gives (a repeated key keeps
+/// its last value), and the same answer as [`has_duplicate_keys`], without reading the
+/// text twice.
+pub fn parse_noting_duplicate_keys(text: &str) -> Result<(Value, bool), serde_json::Error> {
+    let repeated = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = Noting(&repeated).deserialize(&mut de)?;
+    de.end()?;
+    Ok((value, repeated.get()))
+}
+
+/// Builds a [`Value`] as serde_json's own visitor does, noting repeated object keys.
+#[derive(Clone, Copy)]
+struct Noting<'a>(&'a Cell<bool>);
+
+/// The key under which serde_json hands a number kept as text (`arbitrary_precision`).
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+impl<'de> DeserializeSeed<'de> for Noting<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Noting<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(value) = seq.next_element_seed(self)? {
+            values.push(value);
+        }
+        Ok(Value::Array(values))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        let Some(Key(first)) = map.next_key()? else {
+            return Ok(Value::Object(object));
+        };
+        if first == NUMBER_TOKEN {
+            let text: String = map.next_value()?;
+            return text
+                .parse::<Number>()
+                .map(Value::Number)
+                .map_err(de::Error::custom);
+        }
+        object.insert(first.into_owned(), map.next_value_seed(self)?);
+        while let Some(Key(key)) = map.next_key()? {
+            let value = map.next_value_seed(self)?;
+            if object.insert(key.into_owned(), value).is_some() {
+                self.0.set(true);
+            }
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -289,5 +383,35 @@ mod tests {
         }
         let many: Vec<String> = (0..5000).map(|i| format!("\"k{i}\":0")).collect();
         assert!(!has_duplicate_keys(&format!("{{{}}}", many.join(","))));
+    }
+
+    #[test]
+    fn one_pass_parse_gives_serde_json_value_and_the_same_duplicate_answer() {
+        for text in [
+            r#"{"_user_id":"a","_user_id":"b"}"#,
+            r#"{"p":{"x":1,"x":2},"q":[1,2.5,-0,1e2,true,null,"s\u0000"]}"#,
+            r#"[{"x":1},{"y":1,"y":2}]"#,
+            r#"{"ab":1,"a\u0062":2}"#,
+            r#"{"n":1e-400,"m":123456789012345678901234567890,"f":0.1000}"#,
+            r#"{"a":1,"b":{"a":1},"c":[{"a":1},{"a":2}],"d":{},"e":[]}"#,
+            "1",
+            r#""s""#,
+            "null",
+        ] {
+            let (value, repeated) = parse_noting_duplicate_keys(text).unwrap();
+            assert_eq!(
+                value,
+                serde_json::from_str::<Value>(text).unwrap(),
+                "{text}"
+            );
+            assert_eq!(
+                value.to_string(),
+                serde_json::from_str::<Value>(text).unwrap().to_string()
+            );
+            assert_eq!(repeated, has_duplicate_keys(text), "{text}");
+        }
+        for bad in ["{", r#"{"a":}"#, "[1,]", "1 2", ""] {
+            assert!(parse_noting_duplicate_keys(bad).is_err(), "{bad}");
+        }
     }
 }
