@@ -290,6 +290,10 @@ pub enum ContactsMethod {
     Unnest,
     /// `COPY` into a temporary table, then one `MERGE ... USING` it per chunk.
     CopyMerge,
+    /// `Unnest` planned with nested loops only (index probes, no hash of `contacts`).
+    UnnestNestloop,
+    /// `CopyMerge` planned with nested loops only.
+    CopyMergeNestloop,
 }
 
 impl ContactsMethod {
@@ -297,7 +301,16 @@ impl ContactsMethod {
         match self {
             ContactsMethod::Unnest => "merge-unnest",
             ContactsMethod::CopyMerge => "copy-merge",
+            ContactsMethod::UnnestNestloop => "merge-unnest-nestloop",
+            ContactsMethod::CopyMergeNestloop => "copy-merge-nestloop",
         }
+    }
+
+    fn nested_loops_only(self) -> bool {
+        matches!(
+            self,
+            ContactsMethod::UnnestNestloop | ContactsMethod::CopyMergeNestloop
+        )
     }
 }
 
@@ -447,6 +460,12 @@ pub async fn contacts(
         sqlx::query(CONTACT_PATCHES)
             .execute(&mut *connection)
             .await?;
+        let planner = if method.nested_loops_only() {
+            "SET enable_hashjoin = off; SET enable_mergejoin = off"
+        } else {
+            "RESET enable_hashjoin; RESET enable_mergejoin"
+        };
+        sqlx::Executor::execute(&mut *connection, planner).await?;
         eprintln!("contacts ceiling: {} ...", method.name());
         let started = Instant::now();
         for chunk in &chunks {
@@ -462,7 +481,7 @@ pub async fn contacts(
             }
             if !chunk.project.is_empty() {
                 match method {
-                    ContactsMethod::Unnest => {
+                    ContactsMethod::Unnest | ContactsMethod::UnnestNestloop => {
                         sqlx::query(MERGE_CONTACTS)
                             .bind(&chunk.project)
                             .bind(&chunk.datasource)
@@ -473,7 +492,7 @@ pub async fn contacts(
                             .execute(&mut *tx)
                             .await?;
                     }
-                    ContactsMethod::CopyMerge => {
+                    ContactsMethod::CopyMerge | ContactsMethod::CopyMergeNestloop => {
                         let mut copy = tx
                             .copy_in_raw("COPY contact_patches FROM STDIN (FORMAT csv)")
                             .await?;
@@ -486,6 +505,11 @@ pub async fn contacts(
             tx.commit().await?;
         }
         let secs = started.elapsed().as_secs_f64();
+        sqlx::Executor::execute(
+            &mut *connection,
+            "RESET enable_hashjoin; RESET enable_mergejoin",
+        )
+        .await?;
         eprintln!(
             "contacts ceiling: {}: {:.0} writes/s",
             method.name(),

@@ -215,7 +215,7 @@ struct ContactsCeilingArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "unnest,copy-merge"
+        default_value = "unnest,copy-merge,unnest-nestloop,copy-merge-nestloop"
     )]
     methods: Vec<ceiling::ContactsMethod>,
     /// Project the rows are written under.
