@@ -4,7 +4,11 @@
 //!   settings ([`ingest_gateway::publish::producer_config`]) publishing the envelope bytes
 //!   the gateway would publish for the same items, in batches awaited like requests;
 //! - the **COPY ceiling**: the same event rows written into the same `events` table with
-//!   PostgreSQL's `COPY`, over one connection like one worker.
+//!   PostgreSQL's `COPY`, over one connection like one worker;
+//! - the **contacts ceiling**: the same contact writes upserted into the same `contacts`
+//!   table with the best set-based statements found, with the worker's semantics
+//!   (attributes merged, `null` removes, versions advanced, deletes leave tombstones),
+//!   over one connection, in chunks like the worker's batches.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +19,7 @@ use anyhow::Context;
 use chrono::Utc;
 use futures::future::join_all;
 use ingest_types::Envelope;
-use ingest_worker::persist::{Batch, COPY_EVENTS};
+use ingest_worker::persist::{Batch, ContactWrite, COPY_EVENTS, DELETE_CONTACTS, MERGE_CONTACTS};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -257,6 +261,277 @@ fn copy_chunks(
         .collect()
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContactsReport {
+    pub table: String,
+    /// Contact writes (messages) generated; each chunk is folded per user first, as the
+    /// worker folds a batch.
+    pub writes: u64,
+    pub writes_per_chunk: usize,
+    /// Rows the statements were given after the fold (one per user and chunk).
+    pub folded_rows: u64,
+    /// Every method tried, fastest first; the first is the ceiling.
+    pub methods: Vec<ContactsMethodReport>,
+    /// Writes per second of the fastest method.
+    pub writes_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContactsMethodReport {
+    pub method: String,
+    pub duration_s: f64,
+    pub writes_per_sec: f64,
+}
+
+/// How a chunk of folded contact writes is upserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ContactsMethod {
+    /// One `MERGE ... USING UNNEST(<column arrays>)` per chunk (the worker's statement).
+    Unnest,
+    /// `COPY` into a temporary table, then one `MERGE ... USING` it per chunk.
+    CopyMerge,
+    /// `Unnest` planned with nested loops only (index probes, no hash of `contacts`).
+    UnnestNestloop,
+    /// `CopyMerge` planned with nested loops only.
+    CopyMergeNestloop,
+}
+
+impl ContactsMethod {
+    fn name(self) -> &'static str {
+        match self {
+            ContactsMethod::Unnest => "merge-unnest",
+            ContactsMethod::CopyMerge => "copy-merge",
+            ContactsMethod::UnnestNestloop => "merge-unnest-nestloop",
+            ContactsMethod::CopyMergeNestloop => "copy-merge-nestloop",
+        }
+    }
+
+    fn nested_loops_only(self) -> bool {
+        matches!(
+            self,
+            ContactsMethod::UnnestNestloop | ContactsMethod::CopyMergeNestloop
+        )
+    }
+}
+
+/// One chunk's folded writes as column arrays (and as CSV for the temporary table).
+#[derive(Debug, Default)]
+struct ContactChunk {
+    deletes: (Vec<String>, Vec<String>, Vec<String>, Vec<i64>),
+    project: Vec<String>,
+    datasource: Vec<String>,
+    user_id: Vec<String>,
+    version: Vec<i64>,
+    patch: Vec<String>,
+    replace: Vec<bool>,
+    csv: Vec<u8>,
+}
+
+/// `rows` contact writes (`Workload::batch` + `Workload::envelopes`, kind contacts), cut
+/// into chunks of `per_chunk`, each folded per user as the worker folds a batch. The
+/// versions are the writes' positions, as offsets are in the worker.
+fn contact_chunks(
+    workload: &Workload,
+    project: &str,
+    rows: u64,
+    per_chunk: usize,
+) -> Vec<ContactChunk> {
+    let received_at = Utc::now();
+    let mut rng = rand::rng();
+    let mut envelopes: Vec<Envelope> = Vec::with_capacity(rows as usize);
+    let mut seq = 0;
+    while (envelopes.len() as u64) < rows {
+        let batch = workload.batch(seq, &mut rng);
+        seq += 1;
+        envelopes.extend(workload.envelopes(&batch, project, "contacts", received_at));
+    }
+    envelopes.truncate(rows as usize);
+    let per_chunk = per_chunk.max(1);
+    envelopes
+        .chunks(per_chunk)
+        .enumerate()
+        .map(|(n, chunk)| {
+            let first = (n * per_chunk) as i64;
+            let batch =
+                Batch::from_envelopes(chunk.iter().enumerate().map(|(i, e)| (first + i as i64, e)));
+            let mut out = ContactChunk::default();
+            for ((p, d, u), write, version) in batch.contact_rows() {
+                let (attributes, replace) = match write {
+                    ContactWrite::Delete => {
+                        out.deletes.0.push(p.to_owned());
+                        out.deletes.1.push(d.to_owned());
+                        out.deletes.2.push(u.to_owned());
+                        out.deletes.3.push(version);
+                        continue;
+                    }
+                    ContactWrite::Merge(a) => (a, false),
+                    ContactWrite::Replace(a) => (a, true),
+                };
+                let patch = serde_json::to_string(&*attributes).expect("a JSON map");
+                for (i, field) in [p, d, u, &version.to_string(), &patch, &replace.to_string()]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if i > 0 {
+                        out.csv.push(b',');
+                    }
+                    out.csv.push(b'"');
+                    out.csv
+                        .extend_from_slice(field.replace('"', "\"\"").as_bytes());
+                    out.csv.push(b'"');
+                }
+                out.csv.push(b'\n');
+                out.project.push(p.to_owned());
+                out.datasource.push(d.to_owned());
+                out.user_id.push(u.to_owned());
+                out.version.push(version);
+                out.patch.push(patch);
+                out.replace.push(replace);
+            }
+            out
+        })
+        .collect()
+}
+
+/// The temporary table of [`ContactsMethod::CopyMerge`], and its merge: the worker's
+/// statement with the table in place of the column arrays.
+const CONTACT_PATCHES: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS contact_patches (
+        project text, datasource text, user_id text, version bigint, patch jsonb,
+        replace boolean) ON COMMIT DELETE ROWS";
+const MERGE_CONTACT_PATCHES: &str = "MERGE INTO contacts c
+     USING (SELECT m.*, t.version AS tombstone
+              FROM contact_patches m
+              LEFT JOIN contact_tombstones t
+                ON t.project = m.project AND t.datasource = m.datasource
+               AND t.user_id = m.user_id) m
+        ON c.project = m.project AND c.datasource = m.datasource
+       AND c.user_id = m.user_id
+     WHEN MATCHED AND c.version < m.version THEN UPDATE
+          SET attributes = CASE WHEN m.replace THEN jsonb_strip_nulls(m.patch)
+                                ELSE jsonb_strip_nulls(c.attributes || m.patch) END,
+              version = m.version, updated_at = now(),
+              created_at = CASE WHEN m.replace THEN now() ELSE c.created_at END
+     WHEN NOT MATCHED AND (m.tombstone IS NULL OR m.tombstone < m.version) THEN
+          INSERT (project, datasource, user_id, attributes, version)
+          VALUES (m.project, m.datasource, m.user_id, jsonb_strip_nulls(m.patch), m.version)";
+
+/// Deletes what a contacts ceiling wrote under `project` (rows and tombstones).
+pub async fn contacts_cleanup(pool: &PgPool, project: &str) -> anyhow::Result<()> {
+    sqlx::query("DELETE FROM contacts WHERE project = $1")
+        .bind(project)
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM contact_tombstones WHERE project = $1")
+        .bind(project)
+        .execute(pool)
+        .await?;
+    sqlx::query("VACUUM contacts, contact_tombstones")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Upserts `rows` contact writes into `contacts` under `project` with each of `methods`
+/// in turn (the table emptied of the project's rows before each), one transaction per
+/// chunk of `per_chunk` writes, over one connection. The chunks are built and folded
+/// before the clock starts.
+pub async fn contacts(
+    pool: &PgPool,
+    workload: &Workload,
+    project: &str,
+    rows: u64,
+    per_chunk: usize,
+    methods: &[ContactsMethod],
+) -> anyhow::Result<ContactsReport> {
+    use sqlx::Connection;
+    anyhow::ensure!(
+        workload.kind == Kind::Contacts,
+        "the contacts ceiling writes contacts: use --kind contacts"
+    );
+    let chunks = contact_chunks(workload, project, rows, per_chunk);
+    let folded_rows = chunks
+        .iter()
+        .map(|c| (c.project.len() + c.deletes.0.len()) as u64)
+        .sum();
+    let mut results = Vec::new();
+    for &method in methods {
+        contacts_cleanup(pool, project).await?;
+        let mut connection = pool.acquire().await?;
+        sqlx::query(CONTACT_PATCHES)
+            .execute(&mut *connection)
+            .await?;
+        let planner = if method.nested_loops_only() {
+            "SET enable_hashjoin = off; SET enable_mergejoin = off"
+        } else {
+            "RESET enable_hashjoin; RESET enable_mergejoin"
+        };
+        sqlx::Executor::execute(&mut *connection, planner).await?;
+        eprintln!("contacts ceiling: {} ...", method.name());
+        let started = Instant::now();
+        for chunk in &chunks {
+            let mut tx = connection.begin().await?;
+            if !chunk.deletes.0.is_empty() {
+                sqlx::query(DELETE_CONTACTS)
+                    .bind(&chunk.deletes.0)
+                    .bind(&chunk.deletes.1)
+                    .bind(&chunk.deletes.2)
+                    .bind(&chunk.deletes.3)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if !chunk.project.is_empty() {
+                match method {
+                    ContactsMethod::Unnest | ContactsMethod::UnnestNestloop => {
+                        sqlx::query(MERGE_CONTACTS)
+                            .bind(&chunk.project)
+                            .bind(&chunk.datasource)
+                            .bind(&chunk.user_id)
+                            .bind(&chunk.version)
+                            .bind(&chunk.patch)
+                            .bind(&chunk.replace)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    ContactsMethod::CopyMerge | ContactsMethod::CopyMergeNestloop => {
+                        let mut copy = tx
+                            .copy_in_raw("COPY contact_patches FROM STDIN (FORMAT csv)")
+                            .await?;
+                        copy.send(chunk.csv.as_slice()).await?;
+                        copy.finish().await?;
+                        sqlx::query(MERGE_CONTACT_PATCHES).execute(&mut *tx).await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        sqlx::Executor::execute(
+            &mut *connection,
+            "RESET enable_hashjoin; RESET enable_mergejoin",
+        )
+        .await?;
+        eprintln!(
+            "contacts ceiling: {}: {:.0} writes/s",
+            method.name(),
+            rows as f64 / secs
+        );
+        results.push(ContactsMethodReport {
+            method: method.name().to_owned(),
+            duration_s: secs,
+            writes_per_sec: rows as f64 / secs,
+        });
+    }
+    results.sort_by(|a, b| b.writes_per_sec.total_cmp(&a.writes_per_sec));
+    Ok(ContactsReport {
+        table: "contacts".into(),
+        writes: rows,
+        writes_per_chunk: per_chunk,
+        folded_rows,
+        writes_per_sec: results.first().map_or(0.0, |r| r.writes_per_sec),
+        methods: results,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +551,29 @@ mod tests {
         assert!(
             first.contains("\"\"path\"\":\"\"/catalog/item/0\"\""),
             "{first}"
+        );
+    }
+
+    #[test]
+    fn contact_chunks_are_folded_per_user() {
+        let workload = Workload::new(Kind::Contacts, 100, 300, 0.0, 50);
+        let chunks = contact_chunks(&workload, "p", 250, 100);
+        assert_eq!(chunks.len(), 3);
+        for chunk in &chunks {
+            // 100 writes over 50 users: at most one row per user.
+            assert!(chunk.user_id.len() <= 50, "{}", chunk.user_id.len());
+            let distinct: std::collections::BTreeSet<_> = chunk.user_id.iter().collect();
+            assert_eq!(distinct.len(), chunk.user_id.len());
+            assert_eq!(
+                chunk.csv.iter().filter(|&&b| b == b'\n').count(),
+                chunk.user_id.len()
+            );
+        }
+        assert!(chunks[2].version.iter().all(|v| (200..250).contains(v)));
+        assert!(
+            chunks[0].patch[0].contains("\"_email\""),
+            "{}",
+            chunks[0].patch[0]
         );
     }
 }

@@ -1,6 +1,11 @@
 //! The worker draining a backlog: how fast one worker turns the messages already in the
 //! topic into rows. Progress is read from the worker's own metrics (cheap), the end
 //! result from the database (exact).
+//!
+//! On the contacts topic a message is a contact write (upsert, delete or erasure) and
+//! many are folded into one row per user, so the rates are contact writes per second
+//! (messages persisted) and the database count is the distinct users the writes left
+//! behind: contacts stored plus users left only as a tombstone.
 
 use std::time::{Duration, Instant};
 
@@ -21,8 +26,24 @@ pub struct DrainReport {
     /// Between 10% and 90% of the backlog persisted: the steady rate.
     pub steady_rows_per_sec: f64,
     pub rows_per_sec_overall: f64,
-    /// Rows of the project in `events` at the end; must equal `backlog`.
+    /// Events topic: rows of the project in `events` at the end; must equal `backlog`.
+    /// Contacts topic: distinct users of the project stored or tombstoned at the end
+    /// (`contacts_stored + contacts_tombstoned`), at most `backlog`.
     pub rows_in_database: u64,
+    /// The table counted: `events` or `contacts`.
+    #[serde(default)]
+    pub table: String,
+    /// Contacts topic: rows of the project in `contacts`.
+    #[serde(default)]
+    pub contacts_stored: u64,
+    /// Contacts topic: users of the project with a tombstone and no row.
+    #[serde(default)]
+    pub contacts_tombstoned: u64,
+}
+
+/// Whether `topic` carries contact writes (`<prefix>.contacts`).
+pub fn is_contacts_topic(topic: &str) -> bool {
+    topic == "contacts" || topic.ends_with(".contacts")
 }
 
 /// Messages in `topic`: sum over partitions of high minus low watermark.
@@ -96,11 +117,33 @@ pub async fn drain(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let total_s = started.elapsed().as_secs_f64();
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE project = $1")
+    let (table, rows, stored, tombstoned) = if is_contacts_topic(topic) {
+        let (stored, tombstoned): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM contacts WHERE project = $1),
+                    (SELECT count(*) FROM contact_tombstones t
+                      WHERE t.project = $1 AND NOT EXISTS (
+                            SELECT 1 FROM contacts c
+                             WHERE c.project = t.project AND c.datasource = t.datasource
+                               AND c.user_id = t.user_id))",
+        )
         .bind(project)
         .fetch_one(pool)
         .await
-        .context("counting rows")?;
+        .context("counting contacts")?;
+        (
+            "contacts",
+            stored + tombstoned,
+            stored as u64,
+            tombstoned as u64,
+        )
+    } else {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE project = $1")
+            .bind(project)
+            .fetch_one(pool)
+            .await
+            .context("counting rows")?;
+        ("events", rows, 0, 0)
+    };
     let steady = match (t10, t90) {
         (Some(a), Some(b)) if b > a => backlog as f64 * 0.8 / (b - a),
         _ => backlog as f64 / total_s,
@@ -112,6 +155,9 @@ pub async fn drain(
         steady_rows_per_sec: steady,
         rows_per_sec_overall: backlog as f64 / total_s,
         rows_in_database: rows as u64,
+        table: table.to_owned(),
+        contacts_stored: stored,
+        contacts_tombstoned: tombstoned,
     })
 }
 
@@ -126,5 +172,12 @@ mod tests {
             ingest_worker_messages_total{topic=\"b\",outcome=\"persisted\"} 5\n\
             ingest_worker_messages_total{topic=\"b\",outcome=\"dead_lettered\"} 7\n";
         assert_eq!(persisted(text), 15);
+    }
+
+    #[test]
+    fn knows_the_contacts_topic() {
+        assert!(is_contacts_topic("ingest.contacts"));
+        assert!(is_contacts_topic("bench.contacts"));
+        assert!(!is_contacts_topic("ingest.events"));
     }
 }

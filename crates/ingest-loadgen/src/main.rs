@@ -69,6 +69,9 @@ enum Command {
     ProducerCeiling(ProducerArgs),
     /// Raw COPY of event rows into the `events` table, under a project of its own.
     CopyCeiling(CopyArgs),
+    /// Set-based upserts of contact writes into the `contacts` table with the worker's
+    /// merge semantics, under a project of its own: the worker's contacts ceiling.
+    ContactsCeiling(ContactsCeilingArgs),
     /// Wait for a worker to drain the backlog of a topic; report its rate.
     Drain(DrainArgs),
     /// Search the highest open-loop rate at which the pipeline (gateway, Kafka, worker,
@@ -269,6 +272,36 @@ struct CopyArgs {
 }
 
 #[derive(Debug, Args)]
+struct ContactsCeilingArgs {
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Contact writes (messages) to upsert.
+    #[arg(long, default_value_t = 500_000)]
+    rows: u64,
+    /// Writes per transaction, folded per user first (the worker's batch size).
+    #[arg(long, default_value_t = 5_000)]
+    rows_per_chunk: usize,
+    /// Methods to try, each on an emptied project; the fastest is the ceiling.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "unnest,copy-merge,unnest-nestloop,copy-merge-nestloop"
+    )]
+    methods: Vec<ceiling::ContactsMethod>,
+    /// Project the rows are written under.
+    #[arg(long, default_value = "bench-contacts")]
+    project: String,
+    /// Delete the rows and tombstones afterwards (and VACUUM).
+    #[arg(long)]
+    cleanup: bool,
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct DrainArgs {
     /// The worker's metrics endpoint.
     #[arg(long, default_value = "http://127.0.0.1:9091/metrics")]
@@ -364,6 +397,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .execute(&pool)
                     .await?;
                 sqlx::query("VACUUM events").execute(&pool).await?;
+            }
+            output(&report, args.json_out.as_ref())
+        }
+        Command::ContactsCeiling(args) => {
+            let pool = connect(&args.database_url).await?;
+            let report = ceiling::contacts(
+                &pool,
+                &args.workload.workload(),
+                &args.project,
+                args.rows,
+                args.rows_per_chunk,
+                &args.methods,
+            )
+            .await?;
+            eprintln!("contacts ceiling: {:.0} writes/s", report.writes_per_sec);
+            if args.cleanup {
+                ceiling::contacts_cleanup(&pool, &args.project).await?;
             }
             output(&report, args.json_out.as_ref())
         }

@@ -23,8 +23,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 mod contacts;
 pub mod erasure;
 mod events;
-pub use contacts::ContactWrite;
 use contacts::{ContactOp, Contacts};
+pub use contacts::{ContactWrite, DELETE_CONTACTS, MERGE_CONTACTS};
 use erasure::Erasures;
 use events::EventColumns;
 pub use events::COPY_EVENTS;
@@ -127,6 +127,19 @@ impl Batch {
         self.contacts
             .fold(&Erasures::default())
             .map(|(_, write, _)| write)
+    }
+
+    /// The net contact writes with their (project, datasource, user) and version (no
+    /// erasure applied), in first-seen order: what [`DELETE_CONTACTS`] and
+    /// [`MERGE_CONTACTS`] are given.
+    pub fn contact_rows(
+        &self,
+    ) -> impl Iterator<Item = ((&str, &str, &str), ContactWrite<'_>, i64)> {
+        self.contacts
+            .fold(&Erasures::default())
+            .map(|((p, d, u), write, version)| {
+                ((p.as_str(), d.as_str(), u.as_str()), write, version)
+            })
     }
 
     /// Applies the batch in one transaction. Returns only after the commit.

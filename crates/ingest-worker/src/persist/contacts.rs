@@ -132,6 +132,47 @@ impl Contacts {
     }
 }
 
+/// Deletes: `$1..$4` = project, datasource, user_id, version (`text[]`, `bigint[]`).
+/// Removes rows older than the delete and leaves (or advances) the user's tombstone.
+pub const DELETE_CONTACTS: &str =
+    "WITH d AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+                    AS d(project, datasource, user_id, version)),
+          removed AS (
+         DELETE FROM contacts c USING d
+          WHERE c.project = d.project AND c.datasource = d.datasource
+            AND c.user_id = d.user_id AND c.version < d.version)
+     INSERT INTO contact_tombstones (project, datasource, user_id, version)
+     SELECT project, datasource, user_id, version FROM d
+     ON CONFLICT (project, datasource, user_id)
+     DO UPDATE SET version = EXCLUDED.version, deleted_at = now()
+     WHERE contact_tombstones.version < EXCLUDED.version";
+
+/// Merges: `$1..$6` = project, datasource, user_id, version, patch (JSON text), replace
+/// (`text[]` x3, `bigint[]`, `text[]`, `bool[]`), one element per user. Creates missing
+/// rows (not for users deleted by a newer write) and merges into rows older than the
+/// write: present keys overwrite, `null` removes, absent keys stay; a write that follows
+/// a delete of the same batch (`replace`) replaces an older row whole, as a fresh row. A
+/// fresh row gets the patch without its nulls.
+pub const MERGE_CONTACTS: &str = "MERGE INTO contacts c
+     USING (SELECT m.*, t.version AS tombstone
+              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[],
+                          $5::text[], $6::bool[])
+                   AS m(project, datasource, user_id, version, patch, replace)
+              LEFT JOIN contact_tombstones t
+                ON t.project = m.project AND t.datasource = m.datasource
+               AND t.user_id = m.user_id) m
+        ON c.project = m.project AND c.datasource = m.datasource
+       AND c.user_id = m.user_id
+     WHEN MATCHED AND c.version < m.version THEN UPDATE
+          SET attributes = CASE WHEN m.replace THEN jsonb_strip_nulls(m.patch::jsonb)
+                                ELSE jsonb_strip_nulls(c.attributes || m.patch::jsonb) END,
+              version = m.version, updated_at = now(),
+              created_at = CASE WHEN m.replace THEN now() ELSE c.created_at END
+     WHEN NOT MATCHED AND (m.tombstone IS NULL OR m.tombstone < m.version) THEN
+          INSERT (project, datasource, user_id, attributes, version)
+          VALUES (m.project, m.datasource, m.user_id,
+                  jsonb_strip_nulls(m.patch::jsonb), m.version)";
+
 /// Applies the folded writes in `tx`.
 pub(super) async fn write(
     tx: &mut Transaction<'_, Postgres>,
@@ -141,93 +182,38 @@ pub(super) async fn write(
         return Ok(());
     }
     let mut deletes = KeyColumns::default();
-    let mut replaces = KeyColumns::default();
     let mut merges = KeyColumns::default();
     for ((project, datasource, user_id), write, version) in &writes {
         let (columns, attributes) = match write {
             ContactWrite::Delete => (&mut deletes, None),
-            ContactWrite::Replace(a) => (&mut replaces, Some(&**a)),
-            ContactWrite::Merge(a) => (&mut merges, Some(&**a)),
+            ContactWrite::Replace(a) => (&mut merges, Some((&**a, true))),
+            ContactWrite::Merge(a) => (&mut merges, Some((&**a, false))),
         };
         columns.push(project, datasource, user_id, *version, attributes);
     }
     if !deletes.is_empty() {
-        // Remove older rows, and remember the delete's version.
-        sqlx::query(
-            "WITH d AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
-                            AS d(project, datasource, user_id, version)),
-                  removed AS (
-                 DELETE FROM contacts c USING d
-                  WHERE c.project = d.project AND c.datasource = d.datasource
-                    AND c.user_id = d.user_id AND c.version < d.version)
-             INSERT INTO contact_tombstones (project, datasource, user_id, version)
-             SELECT project, datasource, user_id, version FROM d
-             ON CONFLICT (project, datasource, user_id)
-             DO UPDATE SET version = EXCLUDED.version, deleted_at = now()
-             WHERE contact_tombstones.version < EXCLUDED.version",
-        )
-        .bind(&deletes.project)
-        .bind(&deletes.datasource)
-        .bind(&deletes.user_id)
-        .bind(&deletes.version)
-        .execute(&mut **tx)
-        .await?;
-    }
-    if !replaces.is_empty() {
-        // Deleted and written again in this batch: an older row is replaced whole.
-        sqlx::query(
-            "DELETE FROM contacts c
-             USING UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
-                   AS r(project, datasource, user_id, version)
-             WHERE c.project = r.project AND c.datasource = r.datasource
-               AND c.user_id = r.user_id AND c.version < r.version",
-        )
-        .bind(&replaces.project)
-        .bind(&replaces.datasource)
-        .bind(&replaces.user_id)
-        .bind(&replaces.version)
-        .execute(&mut **tx)
-        .await?;
-        merges.extend(replaces);
+        sqlx::query(DELETE_CONTACTS)
+            .bind(&deletes.project)
+            .bind(&deletes.datasource)
+            .bind(&deletes.user_id)
+            .bind(&deletes.version)
+            .execute(&mut **tx)
+            .await?;
     }
     if !merges.is_empty() {
-        // Create missing rows (not for users deleted by a newer write), then merge
-        // into rows older than the write. Two statements because a fresh row must not
-        // keep the nulls that, on an existing row, remove attributes; each key occurs
-        // once per batch, so the UPDATE touches each row once.
-        sqlx::query(
-            "INSERT INTO contacts (project, datasource, user_id)
-             SELECT m.project, m.datasource, m.user_id
-               FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
-                    AS m(project, datasource, user_id, version)
-              WHERE NOT EXISTS (
-                    SELECT 1 FROM contact_tombstones t
-                     WHERE t.project = m.project AND t.datasource = m.datasource
-                       AND t.user_id = m.user_id AND t.version >= m.version)
-             ON CONFLICT (project, datasource, user_id) DO NOTHING",
-        )
-        .bind(&merges.project)
-        .bind(&merges.datasource)
-        .bind(&merges.user_id)
-        .bind(&merges.version)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "UPDATE contacts c
-             SET attributes = jsonb_strip_nulls(c.attributes || m.patch),
-                 version = m.version, updated_at = now()
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[])
-                  AS m(project, datasource, user_id, version, patch)
-             WHERE c.project = m.project AND c.datasource = m.datasource
-               AND c.user_id = m.user_id AND c.version < m.version",
-        )
-        .bind(&merges.project)
-        .bind(&merges.datasource)
-        .bind(&merges.user_id)
-        .bind(&merges.version)
-        .bind(&merges.attributes)
-        .execute(&mut **tx)
-        .await?;
+        // One statement (MERGE_CONTACTS). Each key occurs once per batch, so each row
+        // is touched once (MERGE refuses to touch a row twice). Writers of one user are serialized by the partition lock (see
+        // `Batch::locking_partitions`), so no other transaction inserts a row this
+        // statement finds missing.
+        sqlx::query(MERGE_CONTACTS)
+            .bind(&merges.project)
+            .bind(&merges.datasource)
+            .bind(&merges.user_id)
+            .bind(&merges.version)
+            .bind(&merges.attributes)
+            .bind(&merges.replace)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
@@ -239,7 +225,10 @@ struct KeyColumns<'a> {
     datasource: Vec<&'a str>,
     user_id: Vec<&'a str>,
     version: Vec<i64>,
-    attributes: Vec<Value>,
+    /// The patches as JSON text (cast to `jsonb` by the statement).
+    attributes: Vec<String>,
+    /// Whether the patch replaces the row (it follows a delete of the same batch).
+    replace: Vec<bool>,
 }
 
 impl<'a> KeyColumns<'a> {
@@ -249,23 +238,18 @@ impl<'a> KeyColumns<'a> {
         datasource: &'a str,
         user_id: &'a str,
         version: i64,
-        attributes: Option<&Map<String, Value>>,
+        attributes: Option<(&Map<String, Value>, bool)>,
     ) {
         self.project.push(project);
         self.datasource.push(datasource);
         self.user_id.push(user_id);
         self.version.push(version);
-        if let Some(a) = attributes {
-            self.attributes.push(Value::Object(a.clone()));
+        if let Some((a, replace)) = attributes {
+            // A map of JSON values always serializes.
+            self.attributes
+                .push(serde_json::to_string(a).unwrap_or_else(|_| "{}".to_owned()));
+            self.replace.push(replace);
         }
-    }
-
-    fn extend(&mut self, other: KeyColumns<'a>) {
-        self.project.extend(other.project);
-        self.datasource.extend(other.datasource);
-        self.user_id.extend(other.user_id);
-        self.version.extend(other.version);
-        self.attributes.extend(other.attributes);
     }
 
     fn is_empty(&self) -> bool {
