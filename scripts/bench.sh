@@ -4,21 +4,31 @@
 # binaries, runs every scenario and rewrites the generated section of BENCHMARKS.md.
 #
 # Usage: scripts/bench.sh [--quick] [--keep]
-#   --quick  short scenarios (about 4 minutes instead of about 20), for trying changes
+#   --quick  short scenarios (about 10 minutes instead of about 35), for trying changes
 #   --keep   leave the benchmark stack running afterwards
 #
+# Every figure comes from the realistic workload (ingest-loadgen's default `--shape
+# realistic`: every body distinct in ids and values, users repeating with a skew, contacts
+# a mix of new users, partial updates with null removals and deletes).
+#
 # Scenarios, in order (results as JSON in target/bench/results/, logs in target/bench/logs/):
-#   producer.json     bare rdkafka producer, the gateway's settings: the gateway's ceiling
-#   gateway_max.json  the gateway alone (no worker), closed loop at max
-#   copy.json         raw COPY of the same rows into the same table: the worker's ceiling
-#   drain.json        one worker draining the backlog the gateway run left in Kafka
-#   pipeline.json     gateway + worker, open loop at half the gateway's peak, end-to-end
-#                     latency sampled
-#   pipeline_quarter.json  the same at a quarter of the peak (a reference point)
-#   soak.json         an eighth of the peak for 10 minutes, gateway and worker memory
-#                     watched, on an emptied events table: a rate the pipeline keeps up
-#                     with on 2 cores, whose rows fit on a small disk (~10 GB; at half the
-#                     peak the backlog alone would grow by ~30 GB in 10 minutes)
+#   producer.json          bare rdkafka producer, the gateway's settings, the envelopes the
+#                          gateway would publish for the same events: the gateway's ceiling
+#   gateway_max.json       the gateway alone (no worker), events in batches of 100, closed
+#                          loop at max; the gateway's CPU per event
+#   gateway_b10.json, gateway_b1.json   the same with 10 and 1 event(s) per request
+#   copy.json              raw COPY of the same rows into the same table: the worker's ceiling
+#   drain.json             one worker draining the events backlog the gateway runs left
+#   contacts_gateway.json  the gateway alone, contacts in batches of 100 (and deletes)
+#   contacts_ceiling.json  the best set-based upsert of the same contact writes, outside
+#                          the worker: the contacts ceiling
+#   contacts_drain.json    one worker draining the contacts backlog
+#   sustained_events.json  the highest open-loop event rate at which gateway + worker keep
+#                          accept → visible p99 under 1 s (bisection, then a confirmation
+#                          run of 2 minutes), CPU per process at that rate
+#   sustained_contacts.json  the same for contacts
+#   soak.json              an eighth of the gateway's peak for 10 minutes, gateway and worker
+#                          memory watched, on an emptied events table
 #
 # Environment: BENCH_CONNECTIONS (64), BENCH_PARTITIONS (8), BENCH_STACK_DIR
 # (.stack-bench), BENCH_KAFKA_PORT (29092), BENCH_PG_PORT (56432), BENCH_GATEWAY_PORT
@@ -39,9 +49,11 @@ for arg in "$@"; do
 done
 
 if $quick; then
-  CEILING_SECS=10; MAX_SECS=15; PIPELINE_SECS=30; SOAK_SECS=60; COPY_ROWS=200000
+  CEILING_SECS=10; MAX_SECS=15; STEP_SECS=15; CONFIRM_SECS=30; SEARCH_STEPS=4; SOAK_SECS=60
+  COPY_ROWS=200000
 else
-  CEILING_SECS=20; MAX_SECS=30; PIPELINE_SECS=120; SOAK_SECS=600; COPY_ROWS=1000000
+  CEILING_SECS=20; MAX_SECS=30; STEP_SECS=30; CONFIRM_SECS=120; SEARCH_STEPS=6; SOAK_SECS=600
+  COPY_ROWS=1000000
 fi
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 
@@ -97,47 +109,76 @@ json_field() { # json_field FILE KEY: a top-level number from a result file
 
 load=("$BIN/ingest-loadgen" http --url "http://127.0.0.1:$GATEWAY_PORT" --project bench
   --datasource web --connections "$CONNECTIONS")
+metrics="http://127.0.0.1:$WORKER_PORT/metrics"
+kafka_pid="$(head -n1 "$INGEST_STACK_DIR/run/kafka.pid")"
+postgres_pid="$(head -n1 "$INGEST_STACK_DIR/run/postgres.pid")"
 
-say "1/6 bare-producer ceiling (${CEILING_SECS}s)"
+say "1/11 bare-producer ceiling (${CEILING_SECS}s)"
 "$BIN/ingest-loadgen" producer-ceiling --concurrency "$CONNECTIONS" \
   --duration "${CEILING_SECS}s" --json-out "$RESULTS/producer.json"
 
-say "2/6 gateway alone at max, closed loop (${MAX_SECS}s)"
 start ingest-gateway "$GATEWAY_ADMIN_PORT"; gateway_pid=$STARTED_PID
-"${load[@]}" --duration "${MAX_SECS}s" --json-out "$RESULTS/gateway_max.json"
+watch_stack=(--watch "gateway=$gateway_pid" --watch "kafka=$kafka_pid" --watch "postgres=$postgres_pid")
+for size in 100 10 1; do
+  out="$RESULTS/gateway_b$size.json"; [ "$size" = 100 ] && out="$RESULTS/gateway_max.json"
+  say "2/11 gateway alone at max, events in batches of $size, closed loop (${MAX_SECS}s)"
+  "${load[@]}" --batch-size "$size" --duration "${MAX_SECS}s" "${watch_stack[@]}" --json-out "$out"
+done
 peak="$(json_field "$RESULTS/gateway_max.json" accepted_items_per_sec)"
-half="$(awk -v p="$peak" 'BEGIN { printf "%d", p / 2 }')"
-quarter="$(awk -v p="$peak" 'BEGIN { printf "%d", p / 4 }')"
 eighth="$(awk -v p="$peak" 'BEGIN { printf "%d", p / 8 }')"
-[ "$half" -gt 0 ] || die "the gateway accepted nothing at max"
+[ "$eighth" -gt 0 ] || die "the gateway accepted nothing at max"
 
-say "3/6 raw COPY ceiling ($COPY_ROWS rows)"
+say "3/11 raw COPY ceiling ($COPY_ROWS rows)"
 "$BIN/ingest-loadgen" copy-ceiling --rows "$COPY_ROWS" --cleanup --json-out "$RESULTS/copy.json"
 
-say "4/6 one worker draining the backlog"
+say "4/11 one worker draining the events backlog"
 start ingest-worker "$WORKER_PORT"; worker_pid=$STARTED_PID
-"$BIN/ingest-loadgen" drain --metrics-url "http://127.0.0.1:$WORKER_PORT/metrics" \
-  --topic ingest.events --project bench --json-out "$RESULTS/drain.json"
+"$BIN/ingest-loadgen" drain --metrics-url "$metrics" --topic ingest.events --project bench \
+  --json-out "$RESULTS/drain.json"
+drain_rate="$(json_field "$RESULTS/drain.json" steady_rows_per_sec)"
+stop_release "$worker_pid"
 
-say "5/6 pipeline at half the gateway's peak: $half items/s for ${PIPELINE_SECS}s"
-"${load[@]}" --rate "$half" --duration "${PIPELINE_SECS}s" --e2e-database-url "$DATABASE_URL" \
-  --watch "gateway=$gateway_pid" --watch "worker=$worker_pid" --json-out "$RESULTS/pipeline.json"
+say "5/11 gateway alone at max, contacts in batches of 100 (${MAX_SECS}s)"
+"${load[@]}" --kind contacts --duration "${MAX_SECS}s" "${watch_stack[@]}" \
+  --json-out "$RESULTS/contacts_gateway.json"
 
-say "5b/6 pipeline at a quarter of the gateway's peak: $quarter items/s for ${PIPELINE_SECS}s"
-# Let the worker catch up first, so that this run starts without a backlog.
-"$BIN/ingest-loadgen" drain --metrics-url "http://127.0.0.1:$WORKER_PORT/metrics" \
-  --topic ingest.events --project bench --json-out /dev/null
-"${load[@]}" --rate "$quarter" --duration "${PIPELINE_SECS}s" --e2e-database-url "$DATABASE_URL" \
-  --watch "gateway=$gateway_pid" --watch "worker=$worker_pid" --json-out "$RESULTS/pipeline_quarter.json"
+say "6/11 contacts ceiling: set-based upsert of the same writes"
+"$BIN/ingest-loadgen" contacts-ceiling --kind contacts --rows "$COPY_ROWS" --cleanup \
+  --json-out "$RESULTS/contacts_ceiling.json"
 
-"$BIN/ingest-loadgen" drain --metrics-url "http://127.0.0.1:$WORKER_PORT/metrics" \
-  --topic ingest.events --project bench --json-out /dev/null
+say "7/11 one worker draining the contacts backlog"
+start ingest-worker "$WORKER_PORT"; worker_pid=$STARTED_PID
+"$BIN/ingest-loadgen" drain --metrics-url "$metrics" --topic ingest.contacts --project bench \
+  --json-out "$RESULTS/contacts_drain.json"
+contacts_drain_rate="$(json_field "$RESULTS/contacts_drain.json" steady_rows_per_sec)"
+watch_all=("${watch_stack[@]}" --watch "worker=$worker_pid")
+
+search=("$BIN/ingest-loadgen" rate-search --url "http://127.0.0.1:$GATEWAY_PORT" --project bench
+  --datasource web --connections "$CONNECTIONS" --metrics-url "$metrics" --step "${STEP_SECS}s"
+  --confirm "${CONFIRM_SECS}s" --max-steps "$SEARCH_STEPS" "${watch_all[@]}")
+# The search stays under what the worker drains alone (it shares the machine with the
+# gateway then) and starts at 60% of it.
+# The rows so far are not needed any more: disk space (the table stays partitioned as it was).
+psql "$DATABASE_URL" -qc "TRUNCATE events, event_ids" -c "CHECKPOINT"
+say "8/11 sustained pipeline rate, events (steps of ${STEP_SECS}s, confirmation ${CONFIRM_SECS}s)"
+"${search[@]}" --start-rate "$(awk -v r="$drain_rate" 'BEGIN { printf "%d", r * 0.6 }')" \
+  --max-rate "$(awk -v r="$drain_rate" -v p="$peak" 'BEGIN { m = r < p ? r : p; printf "%d", m }')" \
+  --json-out "$RESULTS/sustained_events.json"
+
+psql "$DATABASE_URL" -qc "TRUNCATE events, event_ids" -c "CHECKPOINT"
+say "9/11 sustained pipeline rate, contacts"
+"${search[@]}" --kind contacts \
+  --start-rate "$(awk -v r="$contacts_drain_rate" 'BEGIN { printf "%d", r * 0.6 }')" \
+  --max-rate "$(awk -v r="$contacts_drain_rate" 'BEGIN { printf "%d", r }')" \
+  --json-out "$RESULTS/sustained_contacts.json"
+
 psql "$DATABASE_URL" -qc "TRUNCATE events, event_ids" -c "CHECKPOINT" # the rows so far: disk space
-say "6/6 soak: $eighth items/s for ${SOAK_SECS}s, memory watched"
+say "10/11 soak: $eighth items/s for ${SOAK_SECS}s, memory watched"
 "${load[@]}" --rate "$eighth" --duration "${SOAK_SECS}s" --e2e-database-url "$DATABASE_URL" \
   --watch "gateway=$gateway_pid" --watch "worker=$worker_pid" --watch-every 10s \
   --json-out "$RESULTS/soak.json"
 
+say "11/11 report"
 pg_version="$(psql --version | awk '{print $3}')"
 kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml | head -n1)"
 mode=full; $quick && mode=quick
