@@ -556,7 +556,10 @@ mod tests {
 
     #[test]
     fn contact_chunks_are_folded_per_user() {
-        let workload = Workload::new(Kind::Contacts, 100, 300, 0.0, 50);
+        // The reference shape: every write is of one of the 50 pool users (realistic
+        // contacts add new users on top of the pool).
+        let workload = Workload::new(Kind::Contacts, 100, 300, 0.0, 50)
+            .with_shape(crate::workload::Shape::Reference);
         let chunks = contact_chunks(&workload, "p", 250, 100);
         assert_eq!(chunks.len(), 3);
         for chunk in &chunks {
