@@ -143,7 +143,7 @@ say "5/11 gateway alone at max, contacts in batches of 100 (${MAX_SECS}s)"
   --json-out "$RESULTS/contacts_gateway.json"
 
 say "6/11 contacts ceiling: set-based upsert of the same writes"
-"$BIN/ingest-loadgen" contacts-ceiling --kind contacts --rows "$COPY_ROWS" --cleanup \
+"$BIN/ingest-loadgen" contacts-ceiling --kind contacts --rows "$COPY_ROWS" --methods unnest,copy-merge --cleanup \
   --json-out "$RESULTS/contacts_ceiling.json"
 
 say "7/11 one worker draining the contacts backlog"

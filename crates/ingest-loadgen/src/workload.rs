@@ -250,7 +250,7 @@ mod tests {
             let workload = Workload::new(kind, 100, 300, 0.0, 100_000).with_delete_share(0.0);
             let mut sizes = Vec::new();
             let mut users = HashSet::new();
-            for seq in 0..50 {
+            for seq in 0..300 {
                 let batch = workload.batch(seq, &mut rng);
                 assert_eq!(batch.invalid, 0);
                 assert!(batch.sample.is_some()); // for contacts: one of the new users

@@ -446,10 +446,11 @@ fn event(body: &mut String, workload: &Workload, bad: bool, rng: &mut impl Rng) 
             pick(rng, &LOCALES)
         );
     }
-    // Some events carry a free-text note of a long-tailed length.
+    // Some events carry a free-text note of a long-tailed length (at most 90 words of at
+    // most 10 letters: under the 1,024-character limit of a parameter).
     if rng.random_bool(0.1) {
         body.push_str(r#","note":""#);
-        text(body, rng, 20.0, 150, ' ');
+        text(body, rng, 20.0, 90, ' ');
         body.push('"');
     }
     body.push_str("}}");
