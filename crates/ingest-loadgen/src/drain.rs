@@ -87,7 +87,10 @@ pub async fn drain(
     timeout: Duration,
 ) -> anyhow::Result<DrainReport> {
     let backlog = backlog(brokers, topic)?;
-    let client = reqwest::Client::new();
+    // A scrape that never answers must not stall the wait: each one gives up after 5 s.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     let started = Instant::now();
     let (mut t10, mut t90) = (None, None);
     let mut last_print = Instant::now();
