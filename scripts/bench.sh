@@ -154,7 +154,7 @@ contacts_drain_rate="$(json_field "$RESULTS/contacts_drain.json" steady_rows_per
 watch_all=("${watch_stack[@]}" --watch "worker=$worker_pid")
 
 search=("$BIN/ingest-loadgen" rate-search --url "http://127.0.0.1:$GATEWAY_PORT" --project bench
-  --datasource web --connections "$CONNECTIONS" --metrics-url "$metrics" --step "${STEP_SECS}s"
+  --datasource web --connections "$CONNECTIONS" --step "${STEP_SECS}s"
   --confirm "${CONFIRM_SECS}s" --max-steps "$SEARCH_STEPS" "${watch_all[@]}")
 # The search stays under what the worker drains alone (it shares the machine with the
 # gateway then) and starts at 60% of it.

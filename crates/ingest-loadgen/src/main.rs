@@ -219,9 +219,9 @@ struct RateSearchArgs {
     e2e_every: u64,
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
-    /// The worker's metrics endpoint (to wait for it to catch up between steps).
-    #[arg(long, default_value = "http://127.0.0.1:9091/metrics")]
-    metrics_url: String,
+    /// The workers' consumer group (its lag must be 0 before each step).
+    #[arg(long, env = "INGEST_WORKER_GROUP", default_value = "ingest-worker")]
+    group: String,
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
     brokers: String,
     /// Topics the worker consumes (repeatable).
@@ -453,7 +453,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 precision: args.precision,
                 max_steps: args.max_steps,
                 e2e_every: args.e2e_every,
-                worker_metrics_url: args.metrics_url.clone(),
+                group: args.group.clone(),
                 brokers: args.brokers.clone(),
                 topics: args.topics.clone(),
                 catch_up_timeout: args.catch_up_timeout,

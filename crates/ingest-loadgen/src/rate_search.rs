@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::drain;
 use crate::e2e;
 use crate::http::{self, LoadOptions, LoadReport, Target};
 use crate::workload::Workload;
@@ -35,8 +34,8 @@ pub struct SearchOptions {
     pub precision: f64,
     pub max_steps: usize,
     pub e2e_every: u64,
-    /// The worker's metrics endpoint and the topics it consumes: to wait for catch-up.
-    pub worker_metrics_url: String,
+    /// The workers' consumer group and the topics it consumes: to wait for catch-up.
+    pub group: String,
     pub brokers: String,
     pub topics: Vec<String>,
     pub catch_up_timeout: Duration,
@@ -222,43 +221,59 @@ async fn run_step(
     })
 }
 
-/// Waits until the worker has handled every message of the topics.
+/// Waits until the workers' consumer group has committed every message of the topics:
+/// its lag is zero. (The worker's own counters start at its start, so they cannot say
+/// whether messages from before it, handled by an earlier worker, are done.)
 async fn catch_up(options: &SearchOptions) -> anyhow::Result<()> {
-    // A scrape that never answers must not stall the wait: each one gives up after 5 s.
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
     let started = Instant::now();
     loop {
-        let mut messages = 0;
-        for topic in &options.topics {
-            messages += drain::backlog(&options.brokers, topic)?;
-        }
-        let exposition = match client.get(&options.worker_metrics_url).send().await {
-            Ok(answer) => answer.text().await.unwrap_or_default(),
-            Err(_) => String::new(), // counted as nothing handled: retried below
-        };
-        let handled = handled(&exposition);
-        if handled >= messages {
+        let lag = group_lag(&options.brokers, &options.group, &options.topics)?;
+        if lag == 0 {
             return Ok(());
         }
         anyhow::ensure!(
             started.elapsed() < options.catch_up_timeout,
-            "the worker did not catch up within {:?} ({handled} of {messages} messages)",
+            "the workers did not catch up within {:?} (lag {lag} messages)",
             options.catch_up_timeout
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// Sum of `ingest_worker_messages_total` over topics and outcomes (persisted, skipped,
-/// dead-lettered): the messages the worker is done with.
-fn handled(exposition: &str) -> u64 {
-    exposition
-        .lines()
-        .filter(|l| l.starts_with("ingest_worker_messages_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+/// Messages of `topics` not yet committed by consumer group `group`.
+fn group_lag(brokers: &str, group: &str, topics: &[String]) -> anyhow::Result<u64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                list.add_partition(topic, p.id());
+            }
+        }
+    }
+    let committed = consumer.committed_offsets(list.clone(), timeout)?;
+    let mut lag = 0;
+    for element in list.elements() {
+        let (low, high) =
+            consumer.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+        let done = committed
+            .find_partition(element.topic(), element.partition())
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .unwrap_or(low);
+        lag += (high - done.max(low)).max(0) as u64;
+    }
+    Ok(lag)
 }
 
 #[cfg(test)]
@@ -303,14 +318,6 @@ mod tests {
                 .unwrap()
                 .contains("503")
         );
-    }
-
-    #[test]
-    fn counts_every_outcome_as_handled() {
-        let text = "ingest_worker_messages_total{topic=\"a\",outcome=\"persisted\"} 10\n\
-            ingest_worker_messages_total{topic=\"b\",outcome=\"dead_lettered\"} 2\n\
-            ingest_worker_batches_total 7\n";
-        assert_eq!(handled(text), 12);
     }
 
     #[test]
