@@ -235,13 +235,14 @@ pub async fn copy(
     })
 }
 
-/// `rows` event rows as COPY input, `rows_per_copy` to a chunk.
-fn copy_chunks(
+/// The first `rows` envelopes of the workload's batches, as the gateway would publish them
+/// (valid items only) under `project`/`datasource`.
+fn generated_envelopes(
     workload: &Workload,
     project: &str,
+    datasource: &str,
     rows: u64,
-    rows_per_copy: usize,
-) -> Vec<Vec<u8>> {
+) -> Vec<Envelope> {
     let received_at = Utc::now();
     let mut rng = rand::rng();
     let mut envelopes: Vec<Envelope> = Vec::with_capacity(rows as usize);
@@ -249,10 +250,20 @@ fn copy_chunks(
     while (envelopes.len() as u64) < rows {
         let batch = workload.batch(seq, &mut rng);
         seq += 1;
-        envelopes.extend(workload.envelopes(&batch, project, "copy", received_at));
+        envelopes.extend(workload.envelopes(&batch, project, datasource, received_at));
     }
     envelopes.truncate(rows as usize);
     envelopes
+}
+
+/// `rows` event rows as COPY input, `rows_per_copy` to a chunk.
+fn copy_chunks(
+    workload: &Workload,
+    project: &str,
+    rows: u64,
+    rows_per_copy: usize,
+) -> Vec<Vec<u8>> {
+    generated_envelopes(workload, project, "copy", rows)
         .chunks(rows_per_copy.max(1))
         .map(|chunk| {
             let batch = Batch::from_envelopes(chunk.iter().enumerate().map(|(i, e)| (i as i64, e)));
@@ -336,18 +347,8 @@ fn contact_chunks(
     rows: u64,
     per_chunk: usize,
 ) -> Vec<ContactChunk> {
-    let received_at = Utc::now();
-    let mut rng = rand::rng();
-    let mut envelopes: Vec<Envelope> = Vec::with_capacity(rows as usize);
-    let mut seq = 0;
-    while (envelopes.len() as u64) < rows {
-        let batch = workload.batch(seq, &mut rng);
-        seq += 1;
-        envelopes.extend(workload.envelopes(&batch, project, "contacts", received_at));
-    }
-    envelopes.truncate(rows as usize);
     let per_chunk = per_chunk.max(1);
-    envelopes
+    generated_envelopes(workload, project, "contacts", rows)
         .chunks(per_chunk)
         .enumerate()
         .map(|(n, chunk)| {

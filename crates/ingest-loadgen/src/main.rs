@@ -130,8 +130,9 @@ impl WorkloadArgs {
     }
 }
 
+/// The gateway and datasource a load is sent to.
 #[derive(Debug, Args)]
-struct HttpArgs {
+struct TargetArgs {
     /// Gateway base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
@@ -142,6 +143,23 @@ struct HttpArgs {
     /// API token (`ingestctl token create`).
     #[arg(long, env = "INGEST_LOADGEN_TOKEN", hide_env_values = true)]
     token: String,
+}
+
+impl TargetArgs {
+    fn target(&self) -> http::Target {
+        http::Target {
+            base_url: self.url.clone(),
+            project: self.project.clone(),
+            datasource: self.datasource.clone(),
+            token: self.token.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct HttpArgs {
+    #[command(flatten)]
+    target: TargetArgs,
     #[command(flatten)]
     workload: WorkloadArgs,
     /// Concurrent connections (requests in flight at most).
@@ -181,15 +199,8 @@ struct HttpArgs {
 
 #[derive(Debug, Args)]
 struct RateSearchArgs {
-    /// Gateway base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
-    #[arg(long)]
-    project: String,
-    #[arg(long)]
-    datasource: String,
-    #[arg(long, env = "INGEST_LOADGEN_TOKEN", hide_env_values = true)]
-    token: String,
+    #[command(flatten)]
+    target: TargetArgs,
     #[command(flatten)]
     workload: WorkloadArgs,
     #[arg(long, default_value_t = 64)]
@@ -436,12 +447,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::RateSearch(args) => {
             let pool = connect(&args.database_url).await?;
-            let target = http::Target {
-                base_url: args.url.clone(),
-                project: args.project.clone(),
-                datasource: args.datasource.clone(),
-                token: args.token.clone(),
-            };
+            let target = args.target.target();
             let options = rate_search::SearchOptions {
                 connections: args.connections,
                 start_rate: args.start_rate,
@@ -483,12 +489,7 @@ async fn connect(url: &str) -> anyhow::Result<sqlx::PgPool> {
 }
 
 async fn http_load(args: HttpArgs) -> anyhow::Result<()> {
-    let target = http::Target {
-        base_url: args.url.clone(),
-        project: args.project.clone(),
-        datasource: args.datasource.clone(),
-        token: args.token.clone(),
-    };
+    let target = args.target.target();
     let options = http::LoadOptions {
         connections: args.connections,
         rate: args.rate,
@@ -506,8 +507,8 @@ async fn http_load(args: HttpArgs) -> anyhow::Result<()> {
             let pool = connect(url).await?;
             let (sampler, task) = e2e::start(
                 pool,
-                args.project.clone(),
-                args.datasource.clone(),
+                target.project.clone(),
+                target.datasource.clone(),
                 Duration::from_millis(args.e2e_poll_ms),
                 Duration::from_secs(30),
                 done.clone(),

@@ -202,9 +202,9 @@ pub(super) async fn write(
     }
     if !merges.is_empty() {
         // One statement (MERGE_CONTACTS). Each key occurs once per batch, so each row
-        // is touched once (MERGE refuses to touch a row twice). Writers of one user are serialized by the partition lock (see
-        // `Batch::locking_partitions`), so no other transaction inserts a row this
-        // statement finds missing.
+        // is touched once (MERGE refuses to touch a row twice). Writers of one user are
+        // serialized by the partition lock (see `Batch::locking_partitions`), so no
+        // other transaction inserts a row this statement finds missing.
         sqlx::query(MERGE_CONTACTS)
             .bind(&merges.project)
             .bind(&merges.datasource)
