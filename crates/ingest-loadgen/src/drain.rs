@@ -78,8 +78,9 @@ pub fn persisted(exposition: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// `metrics_urls`: every worker's metrics endpoint (their persisted counts add up).
 pub async fn drain(
-    metrics_url: &str,
+    metrics_urls: &[String],
     brokers: &str,
     topic: &str,
     pool: &PgPool,
@@ -99,10 +100,13 @@ pub async fn drain(
             started.elapsed() < timeout,
             "the worker did not drain {backlog} messages within {timeout:?}"
         );
-        let done = match client.get(metrics_url).send().await {
-            Ok(answer) => persisted(&answer.text().await.unwrap_or_default()),
-            Err(_) => 0, // not up yet
-        };
+        let mut done = 0;
+        for url in metrics_urls {
+            done += match client.get(url).send().await {
+                Ok(answer) => persisted(&answer.text().await.unwrap_or_default()),
+                Err(_) => 0, // not up yet
+            };
+        }
         let t = started.elapsed().as_secs_f64();
         if t10.is_none() && done * 10 >= backlog {
             t10 = Some(t);

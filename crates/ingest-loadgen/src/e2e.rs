@@ -88,66 +88,44 @@ pub fn start(
 }
 
 /// Which of `pending` are visible now, in order.
+///
+/// One lookup by primary key per sample, not one query for all: given a list, the planner
+/// chose its plan from the statistics, which lag far behind a table growing from empty
+/// under load, and scanned every row of the project (over a second with a few million
+/// rows, counted as the pipeline's latency). Equality on the whole key is an index probe
+/// whatever the statistics say.
 async fn visible(
     pool: &PgPool,
     project: &str,
     datasource: &str,
     pending: &[(Sample, Instant)],
 ) -> Result<Vec<bool>, sqlx::Error> {
-    let mut event_ids = Vec::new();
-    let mut users = Vec::new();
-    let mut seqs = Vec::new();
+    let mut seen = Vec::with_capacity(pending.len());
     for (sample, _) in pending {
-        match sample {
-            Sample::Event { event_id } => event_ids.push(event_id.as_str()),
-            Sample::Contact { user_id, seq } => {
-                users.push(user_id.as_str());
-                seqs.push(*seq);
-            }
-        }
+        let query = match sample {
+            // Through the deduplication keys (written in the same transaction as the
+            // rows): `events` is partitioned by receipt day and has no index on event ids.
+            Sample::Event { event_id } => sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM event_ids
+                                 WHERE project = $1 AND datasource = $2 AND event_id = $3)",
+            )
+            .bind(project)
+            .bind(datasource)
+            .bind(event_id),
+            // Visible once the user's row carries this write or a later one.
+            Sample::Contact { user_id, seq } => sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM contacts
+                                 WHERE project = $1 AND datasource = $2 AND user_id = $3
+                                   AND (attributes->>'lg_seq')::bigint >= $4)",
+            )
+            .bind(project)
+            .bind(datasource)
+            .bind(user_id)
+            .bind(*seq),
+        };
+        seen.push(query.fetch_one(pool).await?);
     }
-    // Through the deduplication keys (written in the same transaction as the rows):
-    // `events` is partitioned by receipt day and has no index on event ids.
-    let events: std::collections::HashSet<String> = if event_ids.is_empty() {
-        Default::default()
-    } else {
-        sqlx::query_scalar(
-            "SELECT event_id FROM event_ids
-              WHERE project = $1 AND datasource = $2 AND event_id = ANY($3)",
-        )
-        .bind(project)
-        .bind(datasource)
-        .bind(&event_ids)
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .collect()
-    };
-    // A contact sample is visible once its user's row carries its write or a later one.
-    let contacts: std::collections::HashSet<(String, i64)> = if users.is_empty() {
-        Default::default()
-    } else {
-        sqlx::query_as(
-            "SELECT s.user_id, s.seq FROM UNNEST($3::text[], $4::bigint[]) AS s(user_id, seq)
-               JOIN contacts c ON c.project = $1 AND c.datasource = $2 AND c.user_id = s.user_id
-              WHERE (c.attributes->>'lg_seq')::bigint >= s.seq",
-        )
-        .bind(project)
-        .bind(datasource)
-        .bind(&users)
-        .bind(&seqs)
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .collect()
-    };
-    Ok(pending
-        .iter()
-        .map(|(sample, _)| match sample {
-            Sample::Event { event_id } => events.contains(event_id),
-            Sample::Contact { user_id, seq } => contacts.contains(&(user_id.clone(), *seq)),
-        })
-        .collect())
+    Ok(seen)
 }
 
 #[cfg(test)]

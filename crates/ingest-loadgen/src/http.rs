@@ -145,14 +145,15 @@ impl Run {
         let batch = self.workload.batch(seq, &mut rand::rng());
         let outcome = self.send(&batch).await;
         let done = Instant::now();
-        if let (Some(sampler), Some(sample), Some(200 | 202)) =
-            (&self.sampler, &batch.sample, outcome.status)
+        let measured = intended >= self.measure_from;
+        // Samples from the warm-up would carry its start-up effects into the figures.
+        if let (true, Some(sampler), Some(sample), Some(200 | 202)) =
+            (measured, &self.sampler, &batch.sample, outcome.status)
         {
             if seq % self.e2e_every == 0 {
                 sampler.sample(sample.clone(), done);
             }
         }
-        let measured = intended >= self.measure_from;
         let mut shared = self.shared.lock().expect("stats lock");
         let latency = done.duration_since(intended);
         stats::record(&mut shared.window_latency, latency);

@@ -208,9 +208,12 @@ struct RateSearchArgs {
     /// First rate tried, items/s.
     #[arg(long)]
     start_rate: f64,
-    /// The search stays below this rate (e.g. the worker's drain rate), items/s.
+    /// The highest rate tried (e.g. the worker's drain rate), items/s.
     #[arg(long)]
     max_rate: f64,
+    /// Each passing step of the climb offers this many times the last one.
+    #[arg(long, default_value_t = 1.25)]
+    growth: f64,
     /// Measured length of each search step.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     step: Duration,
@@ -314,9 +317,9 @@ struct ContactsCeilingArgs {
 
 #[derive(Debug, Args)]
 struct DrainArgs {
-    /// The worker's metrics endpoint.
-    #[arg(long, default_value = "http://127.0.0.1:9091/metrics")]
-    metrics_url: String,
+    /// The worker's metrics endpoint (repeat it for several workers).
+    #[arg(long = "metrics-url", default_value = "http://127.0.0.1:9091/metrics")]
+    metrics_urls: Vec<String>,
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
     brokers: String,
     #[arg(long, default_value = "ingest.events")]
@@ -431,7 +434,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Drain(args) => {
             let pool = connect(&args.database_url).await?;
             let report = drain::drain(
-                &args.metrics_url,
+                &args.metrics_urls,
                 &args.brokers,
                 &args.topic,
                 &pool,
@@ -446,12 +449,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             output(&report, args.json_out.as_ref())
         }
         Command::RateSearch(args) => {
-            let pool = connect(&args.database_url).await?;
+            let pool = connect_sampler(&args.database_url).await?;
             let target = args.target.target();
             let options = rate_search::SearchOptions {
                 connections: args.connections,
                 start_rate: args.start_rate,
                 max_rate: args.max_rate,
+                growth: args.growth,
                 step: args.step,
                 confirm: args.confirm,
                 warmup: args.warmup,
@@ -488,6 +492,23 @@ async fn connect(url: &str) -> anyhow::Result<sqlx::PgPool> {
         .with_context(|| format!("connecting to {}", ingest_types::env::redact_password(url)))
 }
 
+/// The end-to-end sampler's pool. Its lookups by primary key (`e2e::visible`) must use
+/// the index even when the statistics still say the table is empty (it grew from empty
+/// since the last ANALYZE), where a scan of a few rows looks cheaper.
+async fn connect_sampler(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(conn, "SET enable_seqscan = off").await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {}", ingest_types::env::redact_password(url)))
+}
+
 async fn http_load(args: HttpArgs) -> anyhow::Result<()> {
     let target = args.target.target();
     let options = http::LoadOptions {
@@ -504,7 +525,7 @@ async fn http_load(args: HttpArgs) -> anyhow::Result<()> {
     let done = CancellationToken::new();
     let (sampler, e2e_task) = match &args.e2e_database_url {
         Some(url) => {
-            let pool = connect(url).await?;
+            let pool = connect_sampler(url).await?;
             let (sampler, task) = e2e::start(
                 pool,
                 target.project.clone(),

@@ -1,6 +1,9 @@
 //! The pipeline's sustained rate: the highest offered rate (open loop) at which every
-//! item is accepted and accept → visible in PostgreSQL stays under a p99 limit, found by
-//! bisection over short steps, then held for a longer confirmation run.
+//! item is accepted and accept → visible in PostgreSQL stays under a p99 limit. The search
+//! climbs from a low rate by a fixed factor until a step fails (so the machine meets the
+//! load the way it would in service, not a first step near the limit on a cold stack),
+//! then bisects between the last pass and the failure, then holds the rate found for a
+//! longer confirmation run.
 //!
 //! A step passes when the gateway accepted what was offered (≥ 99.5%, nothing refused,
 //! no scheduled request left unsent), no sample stayed invisible, and the sampled
@@ -24,8 +27,10 @@ pub struct SearchOptions {
     pub connections: usize,
     /// First rate tried (items/s).
     pub start_rate: f64,
-    /// A rate known (or assumed) to fail: the search stays below it.
+    /// The highest rate tried (e.g. what the worker drains alone).
     pub max_rate: f64,
+    /// Each passing step of the climb offers this many times the last one.
+    pub growth: f64,
     pub step: Duration,
     pub confirm: Duration,
     pub warmup: Duration,
@@ -113,6 +118,37 @@ pub fn next_rate(pass: f64, fail: f64, precision: f64) -> Option<f64> {
     ((fail - pass) > precision * fail).then_some((pass + fail) / 2.0)
 }
 
+/// Where the search stands: the highest rate that passed, the lowest that failed.
+#[derive(Debug, Clone, Copy)]
+pub struct Bracket {
+    pub pass: f64,
+    pub fail: Option<f64>,
+}
+
+impl Bracket {
+    /// Records a step at `rate` and gives the next rate to try, or `None` when done:
+    /// upwards by `growth` (capped at `max`) until a step fails, then by bisection.
+    pub fn next(
+        &mut self,
+        rate: f64,
+        passed: bool,
+        growth: f64,
+        max: f64,
+        precision: f64,
+    ) -> Option<f64> {
+        if passed {
+            self.pass = self.pass.max(rate);
+        } else {
+            self.fail = Some(self.fail.map_or(rate, |f| f.min(rate)));
+        }
+        match self.fail {
+            Some(fail) => next_rate(self.pass, fail, precision),
+            None if rate >= max => None,
+            None => Some((rate * growth).min(max)),
+        }
+    }
+}
+
 pub async fn search(
     target: &Target,
     workload: &Workload,
@@ -120,7 +156,10 @@ pub async fn search(
     options: &SearchOptions,
 ) -> anyhow::Result<SearchReport> {
     let limit_ms = options.p99_limit.as_secs_f64() * 1000.0;
-    let (mut pass, mut fail) = (0.0_f64, options.max_rate);
+    let mut bracket = Bracket {
+        pass: 0.0,
+        fail: None,
+    };
     let mut rate = options.start_rate.min(options.max_rate);
     let mut steps = Vec::new();
     // A backlog left by an earlier run would count against the first step.
@@ -132,21 +171,23 @@ pub async fn search(
             if step.passed { "passed" } else { "failed:" },
             step.reason
         );
-        if step.passed {
-            pass = rate;
-        } else {
-            fail = rate;
-        }
+        let next = bracket.next(
+            rate,
+            step.passed,
+            options.growth,
+            options.max_rate,
+            options.precision,
+        );
         steps.push(step);
         catch_up(options).await?;
-        match next_rate(pass, fail, options.precision) {
+        match next {
             Some(next) => rate = next,
             None => break,
         }
     }
 
     let mut confirmed = None;
-    let mut rate = pass;
+    let mut rate = bracket.pass;
     for _ in 0..3 {
         if rate <= 0.0 {
             break;
@@ -325,5 +366,40 @@ mod tests {
         assert_eq!(next_rate(0.0, 100_000.0, 0.05), Some(50_000.0));
         assert_eq!(next_rate(40_000.0, 50_000.0, 0.05), Some(45_000.0));
         assert_eq!(next_rate(48_000.0, 50_000.0, 0.05), None);
+    }
+
+    /// The rates a search tries when every step up to `limit` passes.
+    fn rates_tried(start: f64, limit: f64, max: f64) -> Vec<f64> {
+        let mut bracket = Bracket {
+            pass: 0.0,
+            fail: None,
+        };
+        let (mut rate, mut tried) = (start, vec![]);
+        for _ in 0..20 {
+            tried.push(rate.round());
+            match bracket.next(rate, rate <= limit, 1.25, max, 0.05) {
+                Some(next) => rate = next,
+                None => break,
+            }
+        }
+        tried
+    }
+
+    #[test]
+    fn the_search_climbs_until_a_step_fails_then_bisects() {
+        assert_eq!(
+            rates_tried(10_000.0, 14_000.0, 50_000.0),
+            [10_000.0, 12_500.0, 15_625.0, 14_063.0, 13_281.0, 13_672.0]
+        );
+        // A first step that fails bisects downwards.
+        assert_eq!(
+            rates_tried(10_000.0, 6_000.0, 50_000.0),
+            [10_000.0, 5_000.0, 7_500.0, 6_250.0, 5_625.0, 5_938.0]
+        );
+        // Every step passing stops at the maximum.
+        assert_eq!(
+            rates_tried(10_000.0, 1e9, 15_000.0),
+            [10_000.0, 12_500.0, 15_000.0]
+        );
     }
 }
