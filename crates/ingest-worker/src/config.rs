@@ -9,6 +9,7 @@
 //! | `INGEST_WORKER_GROUP` | `ingest-worker` | Kafka consumer group; every worker of one deployment shares it |
 //! | `INGEST_WORKER_BATCH_MAX_MESSAGES` | `5000` | most messages persisted in one transaction |
 //! | `INGEST_WORKER_BATCH_MAX_WAIT_MS` | `50` | longest a batch waits to fill once its first message arrived |
+//! | `INGEST_WORKER_WRITERS` | `2` | transactions writing one batch at once, each for a share of the partitions (partition modulo writers, so each partition's order holds); needs that many of the pool's connections |
 //! | `INGEST_WORKER_SESSION_TIMEOUT_MS` | `10000` | consumer group session timeout: how long a worker that died without leaving keeps its partitions |
 //! | `INGEST_WORKER_MAINTENANCE_INTERVAL_SECS` | `600` | how often the maintenance job runs (tombstone purge; one worker at a time, the others skip); `0` turns the schedule off (then run `ingestctl maintain` from a scheduler) |
 //! | `INGEST_WORKER_ADDR` | `127.0.0.1:9091` | listen address of `/healthz`, `/readyz`, `/metrics` |
@@ -31,6 +32,7 @@ pub struct Config {
     pub group_id: String,
     pub batch_max_messages: usize,
     pub batch_max_wait: Duration,
+    pub writers: usize,
     pub session_timeout: Duration,
     /// `None` when the schedule is off.
     pub maintenance_interval: Option<Duration>,
@@ -49,6 +51,7 @@ impl std::fmt::Debug for Config {
             .field("group_id", &self.group_id)
             .field("batch_max_messages", &self.batch_max_messages)
             .field("batch_max_wait", &self.batch_max_wait)
+            .field("writers", &self.writers)
             .field("session_timeout", &self.session_timeout)
             .field("maintenance_interval", &self.maintenance_interval)
             .field("listen_addr", &self.listen_addr)
@@ -73,6 +76,14 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        let writers: usize = vars.parse("INGEST_WORKER_WRITERS", "2")?;
+        if writers == 0 {
+            return Err(ConfigError {
+                name: "INGEST_WORKER_WRITERS",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
         Ok(Self {
             database_url: vars.string("DATABASE_URL", "postgres://ingest@127.0.0.1:55432/ingest"),
             db_max_connections: vars.parse("INGEST_DB_MAX_CONNECTIONS", "4")?,
@@ -85,6 +96,7 @@ impl Config {
             batch_max_wait: Duration::from_millis(
                 vars.parse("INGEST_WORKER_BATCH_MAX_WAIT_MS", "50")?,
             ),
+            writers,
             session_timeout: Duration::from_millis(
                 vars.parse("INGEST_WORKER_SESSION_TIMEOUT_MS", "10000")?,
             ),
@@ -111,6 +123,7 @@ mod tests {
         assert_eq!(c.topics.contacts, "ingest.contacts");
         assert_eq!(c.group_id, "ingest-worker");
         assert_eq!(c.batch_max_messages, 5000);
+        assert_eq!(c.writers, 2);
         assert_eq!(c.maintenance_interval, Some(Duration::from_secs(600)));
         let off = Config::from_lookup(|n| {
             (n == "INGEST_WORKER_MAINTENANCE_INTERVAL_SECS").then(|| "0".into())
@@ -120,11 +133,10 @@ mod tests {
     }
 
     #[test]
-    fn rejects_zero_batch() {
-        assert!(Config::from_lookup(
-            |n| (n == "INGEST_WORKER_BATCH_MAX_MESSAGES").then(|| "0".into())
-        )
-        .is_err());
+    fn rejects_zero_batch_and_zero_writers() {
+        for name in ["INGEST_WORKER_BATCH_MAX_MESSAGES", "INGEST_WORKER_WRITERS"] {
+            assert!(Config::from_lookup(|n| (n == name).then(|| "0".into())).is_err());
+        }
         assert_eq!(
             redact_password("postgres://u:pw@h:1/db"),
             "postgres://u:***@h:1/db"

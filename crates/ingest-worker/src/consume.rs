@@ -1,7 +1,15 @@
 //! The consume loop: read a batch (bounded by count and time), persist it in one
 //! transaction (each message's offset is its write's version), dead-letter what can
-//! never be persisted, and only then commit the batch's offsets. A crash anywhere before the commit means redelivery, and the
-//! effects are idempotent, so nothing is lost or doubled.
+//! never be persisted, and only then commit the batch's offsets. A crash anywhere before
+//! the commit means redelivery, and the effects are idempotent, so nothing is lost or
+//! doubled.
+//!
+//! Several writers share the partitions a worker owns (partition number modulo the
+//! number of writers): each read batch is split between them, and each writes and
+//! commits its part on its own, one part after another, so every partition's (and so
+//! every user's) order holds. A writer is what one more worker process would be, minus
+//! the process: one transaction's statements run one after another on one PostgreSQL
+//! backend, and more writers keep more of the machine busy (BENCHMARKS.md).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +40,8 @@ pub struct ConsumeLoop {
     pub dead_letters: DeadLetters,
     pub batch_max_messages: usize,
     pub batch_max_wait: Duration,
+    /// Writers sharing the partitions (at least 1).
+    pub writers: usize,
 }
 
 /// The batch was given up because shutdown began; its offsets stay uncommitted.
@@ -73,43 +83,65 @@ fn partition_of(message: &OwnedMessage) -> (&str, i32) {
     (message.topic(), message.partition())
 }
 
+/// The writer of a partition's messages: always the same one, so their order holds.
+fn writer_of(partition: i32, writers: usize) -> usize {
+    partition.unsigned_abs() as usize % writers
+}
+
 impl ConsumeLoop {
-    /// Two stages, so that reading and decoding the next batch overlaps with writing the
-    /// current one: a reader task fills batches and hands them over one at a time, in
-    /// order, to this task, which persists and commits them. The reader reserves the
-    /// hand-over's one slot before it reads, so at most two batches are uncommitted at
-    /// any time (both are redelivered after a crash, and redelivery is harmless).
+    /// Stages, so that reading and decoding the next batch overlaps with writing the
+    /// current one: this task fills batches, splits each between the writers and hands
+    /// every writer its part, in order; each writer task persists and commits its parts
+    /// one at a time. A hand-over holds one part, so at most three parts of a writer are
+    /// uncommitted at any time (all are redelivered after a crash, and redelivery is
+    /// harmless).
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
-        let (ready, mut batches) = tokio::sync::mpsc::channel::<Prepared>(1);
-        let reader = {
-            let (this, shutdown) = (this.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                while let Ok(slot) = ready.reserve().await {
-                    let Some(messages) = this.next_batch(&shutdown).await else {
-                        break;
-                    };
-                    slot.send(Prepared::new(messages));
+        let writers = this.writers.max(1);
+        let (mut hand_overs, mut tasks) = (Vec::new(), Vec::new());
+        for _ in 0..writers {
+            let (ready, parts) = tokio::sync::mpsc::channel::<Prepared>(1);
+            hand_overs.push(ready);
+            tasks.push(tokio::spawn(this.clone().write(parts, shutdown.clone())));
+        }
+        'read: while let Some(messages) = this.next_batch(&shutdown).await {
+            let mut parts: Vec<Vec<OwnedMessage>> = (0..writers).map(|_| Vec::new()).collect();
+            for message in messages {
+                parts[writer_of(message.partition(), writers)].push(message);
+            }
+            for (hand_over, part) in hand_overs.iter().zip(parts) {
+                if !part.is_empty() && hand_over.send(Prepared::new(part)).await.is_err() {
+                    break 'read; // the writer stopped: shutdown
                 }
-            })
-        };
-        while let Some(prepared) = batches.recv().await {
+            }
+        }
+        drop(hand_overs);
+        for task in tasks {
+            let _ = task.await;
+        }
+        tracing::info!("consume loop stopped");
+    }
+
+    /// One writer: persists and commits the parts handed to it, in order.
+    async fn write(
+        self: Arc<Self>,
+        mut parts: tokio::sync::mpsc::Receiver<Prepared>,
+        shutdown: CancellationToken,
+    ) {
+        while let Some(prepared) = parts.recv().await {
             if shutdown.is_cancelled() {
                 // Not started: left uncommitted, redelivered to whoever owns it next.
                 break;
             }
-            if this.handle(&prepared, &shutdown).await.is_err() {
+            if self.handle(&prepared, &shutdown).await.is_err() {
                 tracing::info!(
                     messages = prepared.messages.len(),
                     "shutdown: in-flight batch abandoned, it will be redelivered"
                 );
                 break;
             }
-            this.commit(&prepared.messages);
+            self.commit(&prepared.messages);
         }
-        drop(batches);
-        let _ = reader.await;
-        tracing::info!("consume loop stopped");
     }
 
     /// Waits for a first message, then fills the batch until it is full or the wait is over.

@@ -114,6 +114,7 @@ impl Worker {
                 dead_letters,
                 batch_max_messages: config.batch_max_messages,
                 batch_max_wait: config.batch_max_wait,
+                writers: config.writers,
             },
             listener,
             maintenance_interval: config.maintenance_interval,
