@@ -445,7 +445,7 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
         let _ = writeln!(w, "\n### Sustained pipeline rate: {what}\n");
         let _ = writeln!(
             w,
-            "Open loop at a fixed offered rate (latency from each request's intended send time), gateway, Kafka, one worker and PostgreSQL on this machine; bisection over short steps, then a confirmation run. A step passes when everything offered is accepted and no sampled item takes 1 s or more from its 202 to being visible in PostgreSQL (p99), none missing.\n"
+            "Open loop at a fixed offered rate (latency from each request's intended send time), gateway, Kafka, one worker (its default two writers) and PostgreSQL on this machine; steps climbing from a low rate by a quarter until one fails, then bisection, then a confirmation run. A step passes when everything offered is accepted and no sampled item takes 1 s or more from its 202 to being visible in PostgreSQL (p99), none missing.\n"
         );
         let _ = writeln!(
             w,
