@@ -51,24 +51,33 @@ pub fn start(
     let (tx, mut rx) = mpsc::unbounded_channel::<(Sample, Instant)>();
     let task = tokio::spawn(async move {
         let mut histogram: Histogram<u64> = stats::histogram();
-        let mut pending: Vec<(Sample, Instant)> = Vec::new();
+        // (sample, accepted at, next look)
+        let mut pending: Vec<(Sample, Instant, Instant)> = Vec::new();
         let mut deadline: Option<Instant> = None;
         loop {
-            while let Ok(sample) = rx.try_recv() {
-                pending.push(sample);
+            while let Ok((sample, accepted_at)) = rx.try_recv() {
+                pending.push((sample, accepted_at, accepted_at));
             }
-            if !pending.is_empty() {
-                let seen = visible(&pool, &project, &datasource, &pending).await?;
+            let now = Instant::now();
+            let due: Vec<usize> = (0..pending.len())
+                .filter(|&i| pending[i].2 <= now)
+                .collect();
+            if !due.is_empty() {
+                let samples: Vec<&Sample> = due.iter().map(|&i| &pending[i].0).collect();
+                let seen = visible(&pool, &project, &datasource, &samples).await?;
                 let now = Instant::now();
-                let mut i = 0;
-                pending.retain(|(_, accepted_at)| {
-                    let keep = !seen[i];
-                    if seen[i] {
-                        stats::record(&mut histogram, now.duration_since(*accepted_at));
+                let mut found = vec![false; pending.len()];
+                for (&i, seen) in due.iter().zip(seen) {
+                    let accepted_at = pending[i].1;
+                    if seen {
+                        stats::record(&mut histogram, now.duration_since(accepted_at));
+                        found[i] = true;
+                    } else {
+                        pending[i].2 = next_look(accepted_at, now, poll_interval);
                     }
-                    i += 1;
-                    keep
-                });
+                }
+                let mut found = found.into_iter();
+                pending.retain(|_| !found.next().unwrap_or(false));
             }
             if done.is_cancelled() {
                 let deadline = *deadline.get_or_insert_with(|| Instant::now() + grace);
@@ -87,6 +96,14 @@ pub fn start(
     (Sampler { tx }, task)
 }
 
+/// When to look for a sample again that was not visible at `now`: after `poll`, or after
+/// a twentieth of its age if that is longer. Each figure is then late by at most 5% (or
+/// `poll`), and an overloaded pipeline's growing pile of pending samples does not turn
+/// into thousands of lookups a second that load the database being measured.
+fn next_look(accepted_at: Instant, now: Instant, poll: Duration) -> Instant {
+    now + poll.max(now.duration_since(accepted_at) / 20)
+}
+
 /// Which of `pending` are visible now, in order.
 ///
 /// One lookup by primary key per sample, not one query for all: given a list, the planner
@@ -98,10 +115,10 @@ async fn visible(
     pool: &PgPool,
     project: &str,
     datasource: &str,
-    pending: &[(Sample, Instant)],
+    pending: &[&Sample],
 ) -> Result<Vec<bool>, sqlx::Error> {
     let mut seen = Vec::with_capacity(pending.len());
-    for (sample, _) in pending {
+    for sample in pending {
         let query = match sample {
             // Through the deduplication keys (written in the same transaction as the
             // rows): `events` is partitioned by receipt day and has no index on event ids.
@@ -131,6 +148,16 @@ async fn visible(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_sample_is_looked_for_less_often() {
+        let poll = Duration::from_millis(20);
+        let accepted = Instant::now();
+        let at = |ms| accepted + Duration::from_millis(ms);
+        assert_eq!(next_look(accepted, at(100), poll), at(120));
+        assert_eq!(next_look(accepted, at(1_000), poll), at(1_050));
+        assert_eq!(next_look(accepted, at(20_000), poll), at(21_000));
+    }
 
     #[test]
     fn reports_read_back_what_they_wrote() {
