@@ -4,7 +4,7 @@
 # binaries, runs every scenario and rewrites the generated section of BENCHMARKS.md.
 #
 # Usage: scripts/bench.sh [--quick] [--keep]
-#   --quick  short scenarios (about 15 minutes instead of about 35), for trying changes
+#   --quick  short scenarios (about 15 minutes instead of 37), for trying changes
 #   --keep   leave the benchmark stack running afterwards
 #
 # Every figure comes from the realistic workload (ingest-loadgen's default `--shape
