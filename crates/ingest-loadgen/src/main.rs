@@ -485,7 +485,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn connect(url: &str) -> anyhow::Result<sqlx::PgPool> {
-    PgPoolOptions::new()
+    open(PgPoolOptions::new(), url).await
+}
+
+async fn open(options: PgPoolOptions, url: &str) -> anyhow::Result<sqlx::PgPool> {
+    options
         .max_connections(2)
         .connect(url)
         .await
@@ -496,17 +500,13 @@ async fn connect(url: &str) -> anyhow::Result<sqlx::PgPool> {
 /// the index even when the statistics still say the table is empty (it grew from empty
 /// since the last ANALYZE), where a scan of a few rows looks cheaper.
 async fn connect_sampler(url: &str) -> anyhow::Result<sqlx::PgPool> {
-    PgPoolOptions::new()
-        .max_connections(2)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                sqlx::Executor::execute(conn, "SET enable_seqscan = off").await?;
-                Ok(())
-            })
+    let options = PgPoolOptions::new().after_connect(|conn, _| {
+        Box::pin(async move {
+            sqlx::Executor::execute(conn, "SET enable_seqscan = off").await?;
+            Ok(())
         })
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to {}", ingest_types::env::redact_password(url)))
+    });
+    open(options, url).await
 }
 
 async fn http_load(args: HttpArgs) -> anyhow::Result<()> {

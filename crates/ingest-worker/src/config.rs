@@ -17,6 +17,7 @@
 //! | `RUST_LOG` | `info` | log filter |
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use ingest_types::env::{redact_password, Vars};
@@ -32,7 +33,7 @@ pub struct Config {
     pub group_id: String,
     pub batch_max_messages: usize,
     pub batch_max_wait: Duration,
-    pub writers: usize,
+    pub writers: NonZeroUsize,
     pub session_timeout: Duration,
     /// `None` when the schedule is off.
     pub maintenance_interval: Option<Duration>,
@@ -76,14 +77,6 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
-        let writers: usize = vars.parse("INGEST_WORKER_WRITERS", "2")?;
-        if writers == 0 {
-            return Err(ConfigError {
-                name: "INGEST_WORKER_WRITERS",
-                value: "0".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
         Ok(Self {
             database_url: vars.string("DATABASE_URL", "postgres://ingest@127.0.0.1:55432/ingest"),
             db_max_connections: vars.parse("INGEST_DB_MAX_CONNECTIONS", "4")?,
@@ -96,7 +89,7 @@ impl Config {
             batch_max_wait: Duration::from_millis(
                 vars.parse("INGEST_WORKER_BATCH_MAX_WAIT_MS", "50")?,
             ),
-            writers,
+            writers: vars.parse("INGEST_WORKER_WRITERS", "2")?,
             session_timeout: Duration::from_millis(
                 vars.parse("INGEST_WORKER_SESSION_TIMEOUT_MS", "10000")?,
             ),
@@ -123,7 +116,7 @@ mod tests {
         assert_eq!(c.topics.contacts, "ingest.contacts");
         assert_eq!(c.group_id, "ingest-worker");
         assert_eq!(c.batch_max_messages, 5000);
-        assert_eq!(c.writers, 2);
+        assert_eq!(c.writers.get(), 2);
         assert_eq!(c.maintenance_interval, Some(Duration::from_secs(600)));
         let off = Config::from_lookup(|n| {
             (n == "INGEST_WORKER_MAINTENANCE_INTERVAL_SECS").then(|| "0".into())

@@ -40,8 +40,8 @@ pub struct ConsumeLoop {
     pub dead_letters: DeadLetters,
     pub batch_max_messages: usize,
     pub batch_max_wait: Duration,
-    /// Writers sharing the partitions (at least 1).
-    pub writers: usize,
+    /// Writers sharing the partitions.
+    pub writers: std::num::NonZeroUsize,
 }
 
 /// The batch was given up because shutdown began; its offsets stay uncommitted.
@@ -97,7 +97,7 @@ impl ConsumeLoop {
     /// harmless).
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
-        let writers = this.writers.max(1);
+        let writers = this.writers.get();
         let (mut hand_overs, mut tasks) = (Vec::new(), Vec::new());
         for _ in 0..writers {
             let (ready, parts) = tokio::sync::mpsc::channel::<Prepared>(1);

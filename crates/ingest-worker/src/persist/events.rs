@@ -377,12 +377,7 @@ async fn insert_ids(
 ) -> Result<Vec<bool>, sqlx::Error> {
     use sqlx::Acquire;
     let mut csv = Vec::with_capacity(events.len() * 64);
-    // In key order, so that two writers (or workers) inserting some of the same ids
-    // take them in the same order and cannot deadlock on them.
-    let mut order: Vec<usize> = (0..events.len()).collect();
-    order.sort_unstable_by(|&a, &b| (events.key(a), buckets[a]).cmp(&(events.key(b), buckets[b])));
-    for i in order {
-        let bucket = &buckets[i];
+    for (i, bucket) in buckets.iter().enumerate() {
         let (p, d, e) = events.key(i);
         csv_record(&mut csv, &[&p, &d, &e, bucket]);
         // `last_received_at`: NULL (an unquoted empty field) unless a later copy was in
