@@ -4,8 +4,13 @@
 # binaries, runs every scenario and rewrites the generated section of BENCHMARKS.md.
 #
 # Usage: scripts/bench.sh [--quick] [--keep]
+#        scripts/bench.sh --scale [ARGS of scripts/bench-scale.sh]
 #   --quick  short scenarios (about 15 minutes instead of 37), for trying changes
 #   --keep   leave the benchmark stack running afterwards
+#   --scale  events at scale instead (scripts/bench-scale.sh, about 2 h 15 min): the cost of
+#            draining 2M events into a table already holding 0, 10M and 30M, for v4 and
+#            v7 ids, with production and small PostgreSQL memory settings, beside raw
+#            COPY at each size; then the sustained rate held for 30 minutes
 #
 # Every figure comes from the realistic workload (ingest-loadgen's default `--shape
 # realistic`: every body distinct in ids and values, users repeating with a skew, contacts
@@ -38,6 +43,11 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$REPO_ROOT"
+
+if [ "${1:-}" = --scale ]; then
+  shift
+  exec "$(dirname "${BASH_SOURCE[0]}")/bench-scale.sh" --sustained 30m "$@"
+fi
 
 quick=false
 keep=false

@@ -121,6 +121,12 @@ private_stack_env() {
   fi
 }
 
+# release_dir: where the release binaries the benchmarks run are: target/release, or
+# INGEST_BIN_DIR (binaries of another commit, built apart, for a before/after run).
+release_dir() {
+  printf '%s\n' "${INGEST_BIN_DIR:-$REPO_ROOT/target/release}"
+}
+
 # private_stack_up: starts the stack of private_stack_env empty (purging what an earlier
 # run left), exports KAFKA_BROKERS and DATABASE_URL, applies the migrations with the
 # release ingestctl.
@@ -128,7 +134,7 @@ private_stack_up() {
   "$REPO_ROOT/scripts/stack.sh" down --purge >/dev/null 2>&1 || true
   "$REPO_ROOT/scripts/stack.sh" up
   eval "$("$REPO_ROOT/scripts/stack.sh" env)"
-  "$REPO_ROOT/target/release/ingestctl" migrate
+  "$(release_dir)/ingestctl" migrate
 }
 
 # private_stack_down: stops that stack and deletes its data.
@@ -139,7 +145,7 @@ private_stack_down() {
 # create_token PROJECT DATASOURCE NAME: prints the secret of a new token for DATASOURCE.
 create_token() {
   local secret
-  secret="$("$REPO_ROOT/target/release/ingestctl" --json token create "$1" --datasource "$2" --name "$3" \
+  secret="$("$(release_dir)/ingestctl" --json token create "$1" --datasource "$2" --name "$3" \
     | sed -n 's/.*"secret": *"\(ingk_[0-9a-f]*\)".*/\1/p')"
   [ -n "$secret" ] || die "could not create a token for $1/$2"
   printf '%s\n' "$secret"
@@ -152,7 +158,7 @@ SERVICE_PIDS=()
 # (output appended to LOG), waits for READY_URL, sets STARTED_PID.
 start_release() {
   local name="$1" url="$2" log="$3"
-  "$REPO_ROOT/target/release/$name" >>"$log" 2>&1 </dev/null &
+  "$(release_dir)/$name" >>"$log" 2>&1 </dev/null &
   STARTED_PID=$!
   SERVICE_PIDS+=("$STARTED_PID")
   wait_ready "$name" "$STARTED_PID" "$url" "$log"

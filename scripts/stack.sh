@@ -38,6 +38,9 @@
 #   INGEST_DLQ_PARTITIONS         partitions of ingest.dlq (default 4)
 #   INGEST_TOPIC_PREFIX           topics <prefix>.contacts/.events/.dlq (default ingest,
 #                                 as for the gateway and the worker)
+#   INGEST_PG_MEMORY              production (default: shared_buffers a quarter of the
+#                                 memory, large and compressed checkpoints) or small
+#                                 (the same with 256 MB of shared buffers)
 #   KAFKA_HEAP                    heap flags per node (default "-Xms512m -Xmx512m" for
 #                                 one node, "-Xms384m -Xmx384m" each for three)
 #
@@ -573,6 +576,26 @@ pg_pid() {
   echo "$pid"
 }
 
+# The settings a production deployment uses on a machine of this size (docker-compose.yml
+# has the same): shared_buffers a quarter of the memory, so the deduplication window's ids
+# stay cached; checkpoints every 15 min or 16 GB of WAL, compressed full-page images, so a
+# write to a page already written since the last checkpoint costs no 8 kB image in the
+# WAL. INGEST_PG_MEMORY=small keeps all that but shared_buffers at 256 MB (what the stack
+# used before), to measure what the memory buys.
+pg_memory_settings() {
+  local mem_kb shared
+  mem_kb="$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+  case "${INGEST_PG_MEMORY:-production}" in
+    production) shared="$((mem_kb / 4 / 1024))MB" ;;
+    small) shared=256MB ;;
+    *) die "INGEST_PG_MEMORY must be production or small, not ${INGEST_PG_MEMORY}" ;;
+  esac
+  printf '%s' "-c shared_buffers=$shared -c effective_cache_size=$((mem_kb / 2 / 1024))MB"
+  printf '%s' " -c max_wal_size=16GB -c min_wal_size=1GB -c checkpoint_timeout=15min"
+  printf '%s' " -c checkpoint_completion_target=0.9 -c wal_compression=lz4"
+  printf '%s' " -c maintenance_work_mem=1GB"
+}
+
 pg_start() {
   if pg_running; then
     say "postgres: already running (pid $(pg_pid || echo '?'))"
@@ -587,7 +610,7 @@ pg_start() {
   # so that changing them here takes effect on the next start.
   # fsync/synchronous_commit stay at their (durable) defaults on purpose.
   local opts="-c listen_addresses=127.0.0.1 -p $PG_PORT -k $RUN_DIR"
-  opts+=" -c max_connections=200 -c shared_buffers=256MB"
+  opts+=" -c max_connections=200 $(pg_memory_settings)"
   # pg_ctl hands -o to /bin/sh, so single quotes survive.
   opts+=" -c log_min_duration_statement=1000 -c log_line_prefix='%m [%p] %q%u@%d '"
   pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 -o "$opts" start >/dev/null \

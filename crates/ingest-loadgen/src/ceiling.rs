@@ -202,19 +202,22 @@ pub async fn producer(
 
 /// Writes `rows` event rows with the worker's own `COPY` statement and CSV encoding
 /// ([`ingest_worker::persist::COPY_EVENTS`]), `rows_per_copy` per transaction, into
-/// `events` under `project`. The CSV is built before the clock starts.
+/// `events` under `project`/`datasource`. The CSV is built before the clock starts. With
+/// `rollback`, every transaction is rolled back instead of committed: the rows go through
+/// the same heap and indexes (a table's size is measured as it is) and leave nothing.
 pub async fn copy(
     pool: &PgPool,
     workload: &Workload,
-    project: &str,
+    (project, datasource): (&str, &str),
     rows: u64,
     rows_per_copy: usize,
+    rollback: bool,
 ) -> anyhow::Result<CopyReport> {
     anyhow::ensure!(
         workload.kind == Kind::Events,
         "the COPY ceiling writes events: use --kind events"
     );
-    let chunks = copy_chunks(workload, project, rows, rows_per_copy);
+    let chunks = copy_chunks(workload, (project, datasource), rows, rows_per_copy);
     let mut connection = pool.acquire().await?;
     let started = Instant::now();
     for chunk in &chunks {
@@ -223,7 +226,11 @@ pub async fn copy(
         let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
         copy.send(chunk.as_slice()).await?;
         copy.finish().await?;
-        tx.commit().await?;
+        if rollback {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     Ok(CopyReport {
@@ -237,7 +244,7 @@ pub async fn copy(
 
 /// The first `rows` envelopes of the workload's batches, as the gateway would publish them
 /// (valid items only) under `project`/`datasource`.
-fn generated_envelopes(
+pub(crate) fn generated_envelopes(
     workload: &Workload,
     project: &str,
     datasource: &str,
@@ -259,11 +266,11 @@ fn generated_envelopes(
 /// `rows` event rows as COPY input, `rows_per_copy` to a chunk.
 fn copy_chunks(
     workload: &Workload,
-    project: &str,
+    (project, datasource): (&str, &str),
     rows: u64,
     rows_per_copy: usize,
 ) -> Vec<Vec<u8>> {
-    generated_envelopes(workload, project, "copy", rows)
+    generated_envelopes(workload, project, datasource, rows)
         .chunks(rows_per_copy.max(1))
         .map(|chunk| {
             let batch = Batch::from_envelopes(chunk.iter().enumerate().map(|(i, e)| (i as i64, e)));
@@ -541,7 +548,7 @@ mod tests {
     fn copy_chunks_hold_the_rows_in_the_workers_encoding() {
         let workload = Workload::new(Kind::Events, 100, 300, 0.0, 10)
             .with_shape(crate::workload::Shape::Reference);
-        let chunks = copy_chunks(&workload, "p", 250, 100);
+        let chunks = copy_chunks(&workload, ("p", "copy"), 250, 100);
         let lines: Vec<usize> = chunks
             .iter()
             .map(|c| c.iter().filter(|&&b| b == b'\n').count())

@@ -7,6 +7,7 @@
 //! (messages persisted) and the database count is the distinct users the writes left
 //! behind: contacts stored plus users left only as a tombstone.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -15,6 +16,8 @@ use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+
+use crate::procwatch::{self, CpuReport};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DrainReport {
@@ -39,6 +42,24 @@ pub struct DrainReport {
     /// Contacts topic: users of the project with a tombstone and no row.
     #[serde(default)]
     pub contacts_tombstoned: u64,
+    /// CPU of the watched processes between 10% and 90% of the backlog (the steady
+    /// window), when any was watched.
+    #[serde(default)]
+    pub cpu: Option<CpuReport>,
+    /// Microseconds of CPU per event (or write) in the steady window, per watched process.
+    #[serde(default)]
+    pub cpu_us_per_row: BTreeMap<String, f64>,
+}
+
+/// What a drain waits for and watches.
+#[derive(Debug, Clone, Default)]
+pub struct DrainOptions {
+    /// The workers' consumer group: the backlog is what it has not committed yet (so a
+    /// topic holding earlier rounds can be drained again). Without it, every message of
+    /// the topic.
+    pub group: Option<String>,
+    /// Processes whose CPU is measured over the steady window (NAME, PID).
+    pub watch: Vec<(String, u32)>,
 }
 
 /// Whether `topic` carries contact writes (`<prefix>.contacts`).
@@ -67,6 +88,42 @@ pub fn backlog(brokers: &str, topic: &str) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// Messages of `topics` not yet committed by consumer group `group`.
+pub fn group_lag(brokers: &str, group: &str, topics: &[String]) -> anyhow::Result<u64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                list.add_partition(topic, p.id());
+            }
+        }
+    }
+    let committed = consumer.committed_offsets(list.clone(), timeout)?;
+    let mut lag = 0;
+    for element in list.elements() {
+        let (low, high) =
+            consumer.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+        let done = committed
+            .find_partition(element.topic(), element.partition())
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .unwrap_or(low);
+        lag += (high - done.max(low)).max(0) as u64;
+    }
+    Ok(lag)
+}
+
 /// Sum of `ingest_worker_messages_total{outcome="persisted"}` in a scrape.
 pub fn persisted(exposition: &str) -> u64 {
     exposition
@@ -86,8 +143,13 @@ pub async fn drain(
     pool: &PgPool,
     project: &str,
     timeout: Duration,
+    options: &DrainOptions,
 ) -> anyhow::Result<DrainReport> {
-    let backlog = backlog(brokers, topic)?;
+    let backlog = match &options.group {
+        Some(group) => group_lag(brokers, group, &[topic.to_owned()])?,
+        None => backlog(brokers, topic)?,
+    };
+    let (mut cpu_start, mut cpu) = (None, None);
     // A scrape that never answers must not stall the wait: each one gives up after 5 s.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -110,9 +172,14 @@ pub async fn drain(
         let t = started.elapsed().as_secs_f64();
         if t10.is_none() && done * 10 >= backlog {
             t10 = Some(t);
+            cpu_start = Some((procwatch::cpu_mark(&options.watch), done));
         }
         if t90.is_none() && done * 10 >= backlog * 9 {
             t90 = Some(t);
+            if let Some((start, from)) = &cpu_start {
+                let report = CpuReport::between(start, &procwatch::cpu_mark(&options.watch));
+                cpu = Some((report, done.saturating_sub(*from)));
+            }
         }
         if last_print.elapsed() >= Duration::from_secs(1) {
             eprintln!("[{t:>5.0}s drain] {done} / {backlog} persisted");
@@ -161,7 +228,17 @@ pub async fn drain(
         (Some(a), Some(b)) if b > a => backlog as f64 * 0.8 / (b - a),
         _ => backlog as f64 / total_s,
     };
+    let mut cpu_us_per_row = BTreeMap::new();
+    if let Some((report, rows)) = &cpu {
+        for (name, _) in &options.watch {
+            if let Some(us) = report.micros_per(name, *rows) {
+                cpu_us_per_row.insert(name.clone(), us);
+            }
+        }
+    }
     Ok(DrainReport {
+        cpu: cpu.map(|(report, _)| report),
+        cpu_us_per_row,
         topic: topic.to_owned(),
         backlog,
         total_s,

@@ -22,6 +22,18 @@ pub struct E2eReport {
     /// Samples not visible by the end of the grace period.
     pub unseen: u64,
     pub poll_interval_ms: u64,
+    /// The latency of the samples accepted in each minute of the run (from the first
+    /// sample), in order: a long run must hold its limit in every one.
+    #[serde(default)]
+    pub per_minute: Vec<MinuteLatency>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MinuteLatency {
+    /// Minutes since the first sample.
+    pub minute: u64,
+    pub samples: u64,
+    pub p99_ms: f64,
 }
 
 pub struct Sampler {
@@ -51,11 +63,15 @@ pub fn start(
     let (tx, mut rx) = mpsc::unbounded_channel::<(Sample, Instant)>();
     let task = tokio::spawn(async move {
         let mut histogram: Histogram<u64> = stats::histogram();
+        // Per minute of acceptance, from the first sample.
+        let mut minutes: Vec<Histogram<u64>> = Vec::new();
+        let mut first: Option<Instant> = None;
         // (sample, accepted at, next look)
         let mut pending: Vec<(Sample, Instant, Instant)> = Vec::new();
         let mut deadline: Option<Instant> = None;
         loop {
             while let Ok((sample, accepted_at)) = rx.try_recv() {
+                first.get_or_insert(accepted_at);
                 pending.push((sample, accepted_at, accepted_at));
             }
             let now = Instant::now();
@@ -70,7 +86,15 @@ pub fn start(
                 for (&i, seen) in due.iter().zip(seen) {
                     let accepted_at = pending[i].1;
                     if seen {
-                        stats::record(&mut histogram, now.duration_since(accepted_at));
+                        let latency = now.duration_since(accepted_at);
+                        stats::record(&mut histogram, latency);
+                        let minute = first.map_or(0, |f| {
+                            accepted_at.saturating_duration_since(f).as_secs() / 60
+                        }) as usize;
+                        if minutes.len() <= minute {
+                            minutes.resize_with(minute + 1, stats::histogram);
+                        }
+                        stats::record(&mut minutes[minute], latency);
                         found[i] = true;
                     } else {
                         pending[i].2 = next_look(accepted_at, now, poll_interval);
@@ -91,6 +115,15 @@ pub fn start(
             latency: Percentiles::of(&histogram),
             unseen: pending.len() as u64,
             poll_interval_ms: poll_interval.as_millis() as u64,
+            per_minute: minutes
+                .iter()
+                .enumerate()
+                .map(|(minute, h)| MinuteLatency {
+                    minute: minute as u64,
+                    samples: h.len(),
+                    p99_ms: Percentiles::of(h).p99_ms,
+                })
+                .collect(),
         })
     });
     (Sampler { tx }, task)
@@ -173,10 +206,16 @@ mod tests {
             },
             unseen: 1,
             poll_interval_ms: 20,
+            per_minute: vec![MinuteLatency {
+                minute: 0,
+                samples: 3,
+                p99_ms: 2.5,
+            }],
         };
         let text = serde_json::to_string(&report).unwrap();
         let back: E2eReport = serde_json::from_str(&text).unwrap();
         assert_eq!(back.latency.p99_ms, 2.5);
         assert_eq!(back.unseen, 1);
+        assert_eq!(back.per_minute[0].samples, 3);
     }
 }

@@ -25,10 +25,12 @@ mod cluster_report;
 mod drain;
 mod e2e;
 mod http;
+mod prefill;
 mod procwatch;
 mod producer;
 mod rate_search;
 mod report;
+mod scale_report;
 mod stats;
 mod workload;
 
@@ -41,7 +43,7 @@ use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
-use workload::{Kind, Shape, Workload};
+use workload::{IdKind, Kind, Shape, Workload};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,6 +71,9 @@ enum Command {
     ProducerCeiling(ProducerArgs),
     /// Raw COPY of event rows into the `events` table, under a project of its own.
     CopyCeiling(CopyArgs),
+    /// Bulk-load events with the worker's own persistence (large batches sorted by id):
+    /// a table already holding N events for the size benchmarks.
+    Prefill(PrefillArgs),
     /// Set-based upserts of contact writes into the `contacts` table with the worker's
     /// merge semantics, under a project of its own: the worker's contacts ceiling.
     ContactsCeiling(ContactsCeilingArgs),
@@ -89,6 +94,18 @@ enum Command {
     /// Render BENCHMARKS.md's three-nodes-vs-one section from a results directory of
     /// scripts/bench-cluster.sh.
     ClusterReport(ReportArgs),
+    /// Render BENCHMARKS.md's "Events at scale" section from a results directory of
+    /// scripts/bench-scale.sh (and, beside it, one of an earlier commit's run).
+    ScaleReport(ScaleReportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ScaleReportArgs {
+    #[command(flatten)]
+    report: ReportArgs,
+    /// The results of the same scenarios with an earlier commit's binaries.
+    #[arg(long)]
+    before: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +131,9 @@ struct WorkloadArgs {
     /// Realistic contacts: share of contact writes that are deletes (one request each).
     #[arg(long, default_value_t = 0.005)]
     delete_share: f64,
+    /// Realistic events: random (v4) or time-ordered (v7) UUIDs as `_event_id`.
+    #[arg(long, value_enum, default_value = "v4")]
+    ids: IdKind,
 }
 
 impl WorkloadArgs {
@@ -127,6 +147,7 @@ impl WorkloadArgs {
         )
         .with_shape(self.shape)
         .with_delete_share(self.delete_share)
+        .with_ids(self.ids)
     }
 }
 
@@ -228,6 +249,9 @@ struct RateSearchArgs {
     precision: f64,
     #[arg(long, default_value_t = 6)]
     max_steps: usize,
+    /// Confirmation runs at most: each failed one lowers the rate by a tenth.
+    #[arg(long, default_value_t = 3)]
+    confirmations: usize,
     /// Sample one accepted request in this many for end-to-end latency.
     #[arg(long, default_value_t = 10)]
     e2e_every: u64,
@@ -278,9 +302,39 @@ struct CopyArgs {
     /// Project the rows are written under.
     #[arg(long, default_value = "bench-copy")]
     project: String,
+    /// Datasource the rows are written under.
+    #[arg(long, default_value = "copy")]
+    datasource: String,
     /// Delete the rows afterwards (and VACUUM), leaving the table as it was.
     #[arg(long)]
     cleanup: bool,
+    /// Roll every COPY's transaction back instead of committing it: the ceiling at the
+    /// table's present size, into the same project's part of its indexes, leaving nothing.
+    #[arg(long, conflicts_with = "cleanup")]
+    rollback: bool,
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct PrefillArgs {
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Events to write.
+    #[arg(long)]
+    events: u64,
+    /// Events per batch (one transaction each).
+    #[arg(long, default_value_t = 100_000)]
+    chunk: usize,
+    /// Batches written at once.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    #[arg(long)]
+    project: String,
+    #[arg(long)]
+    datasource: String,
     #[arg(long)]
     json_out: Option<PathBuf>,
 }
@@ -331,6 +385,13 @@ struct DrainArgs {
     project: String,
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
     timeout: Duration,
+    /// The workers' consumer group: drain only what it has not committed yet (a topic
+    /// that holds earlier rounds). Without it, the whole topic is the backlog.
+    #[arg(long)]
+    group: Option<String>,
+    /// Measure a process's CPU over the steady window: NAME=PID (repeatable).
+    #[arg(long = "watch", value_parser = procwatch::parse_watch)]
+    watch: Vec<(String, u32)>,
     #[arg(long)]
     json_out: Option<PathBuf>,
 }
@@ -399,9 +460,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let report = ceiling::copy(
                 &pool,
                 &args.workload.workload(),
-                &args.project,
+                (&args.project, &args.datasource),
                 args.rows,
                 args.rows_per_copy,
+                args.rollback,
             )
             .await?;
             eprintln!("COPY ceiling: {:.0} rows/s", report.rows_per_sec);
@@ -412,6 +474,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .await?;
                 sqlx::query("VACUUM events").execute(&pool).await?;
             }
+            output(&report, args.json_out.as_ref())
+        }
+        Command::Prefill(args) => {
+            let pool = connect(&args.database_url).await?;
+            let report = prefill::prefill(
+                &pool,
+                &args.workload.workload(),
+                (&args.project, &args.datasource),
+                args.events,
+                args.chunk,
+                args.connections,
+            )
+            .await?;
+            eprintln!(
+                "prefill: {} events in {:.0} s ({:.0} events/s)",
+                report.events, report.duration_s, report.events_per_sec
+            );
             output(&report, args.json_out.as_ref())
         }
         Command::ContactsCeiling(args) => {
@@ -440,6 +519,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 &pool,
                 &args.project,
                 args.timeout,
+                &drain::DrainOptions {
+                    group: args.group.clone(),
+                    watch: args.watch.clone(),
+                },
             )
             .await?;
             eprintln!(
@@ -462,6 +545,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 p99_limit: args.p99_limit,
                 precision: args.precision,
                 max_steps: args.max_steps,
+                confirmations: args.confirmations,
                 e2e_every: args.e2e_every,
                 group: args.group.clone(),
                 brokers: args.brokers.clone(),
@@ -481,6 +565,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Abuse(args) => abuse::run(args).await,
         Command::AbuseReport(args) => abuse::render::write(&args.results, &args.out),
         Command::ClusterReport(args) => cluster_report::write(&args.results, &args.out),
+        Command::ScaleReport(args) => scale_report::write(
+            &args.report.results,
+            args.before.as_deref(),
+            &args.report.out,
+        ),
     }
 }
 

@@ -30,6 +30,38 @@ pub enum Shape {
     Reference,
 }
 
+/// How realistic events' `_event_id`s are made.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum IdKind {
+    /// Random UUIDs (version 4): what Segment's SDKs send as `messageId`.
+    #[default]
+    V4,
+    /// Time-ordered UUIDs (version 7): what this project's clients send.
+    V7,
+}
+
+impl IdKind {
+    /// A new id of this kind, in the canonical text form.
+    pub fn make(self, rng: &mut impl Rng) -> String {
+        match self {
+            IdKind::V4 => uuid::Builder::from_random_bytes(rng.random()).into_uuid(),
+            IdKind::V7 => uuid::Uuid::now_v7(),
+        }
+        .to_string()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -69,6 +101,8 @@ pub struct Workload {
     /// Realistic contacts: the share of contact writes that are deletes, each one a
     /// `DELETE /stream/contacts/{user_id}` request of its own.
     pub delete_share: f64,
+    /// Realistic events: how their ids are made.
+    pub ids: IdKind,
     /// Makes this run's event ids and sequence numbers unique.
     pub run_id: String,
     #[serde(skip)]
@@ -111,6 +145,7 @@ impl Workload {
             invalid_share,
             users: users.max(1),
             delete_share: 0.005,
+            ids: IdKind::V4,
             run_id,
             // A fixed date a minute in the past: valid for the whole run.
             event_date: (Utc::now() - chrono::Duration::minutes(1))
@@ -130,6 +165,11 @@ impl Workload {
 
     pub fn with_shape(mut self, shape: Shape) -> Self {
         self.shape = shape;
+        self
+    }
+
+    pub fn with_ids(mut self, ids: IdKind) -> Self {
+        self.ids = ids;
         self
     }
 

@@ -290,9 +290,7 @@ pub(super) fn batch(workload: &Workload, seq: u64, kind: ItemKind, rng: &mut imp
 }
 
 fn event(body: &mut String, workload: &Workload, bad: bool, rng: &mut impl Rng) -> Sample {
-    let event_id = uuid::Builder::from_random_bytes(rng.random())
-        .into_uuid()
-        .to_string();
+    let event_id = workload.ids.make(rng);
     let user = pick_user(workload.users, rng);
     let mut roll = rng.random_range(0..100);
     let event_type = EVENT_TYPES
