@@ -157,7 +157,8 @@ async fn visible(
             // rows): `events` is partitioned by receipt day and has no index on event ids.
             Sample::Event { event_id } => sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM event_ids
-                                 WHERE project = $1 AND datasource = $2 AND event_id = $3)",
+                                 WHERE project = $1 AND datasource = $2
+                                   AND event_key = ingest_event_key($3))",
             )
             .bind(project)
             .bind(datasource)

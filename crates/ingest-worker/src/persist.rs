@@ -27,7 +27,7 @@ use contacts::{ContactOp, Contacts};
 pub use contacts::{ContactWrite, DELETE_CONTACTS, MERGE_CONTACTS};
 use erasure::Erasures;
 use events::EventColumns;
-pub use events::COPY_EVENTS;
+pub use events::{event_key, COPY_EVENTS};
 
 #[derive(Debug, Default)]
 pub struct Batch {

@@ -272,11 +272,11 @@ fn day_partition(t: DateTime<Utc>) -> String {
 }
 
 /// Retention on a clock moved forward: partitions ahead are created, whole partitions past
-/// the retention dropped (the table the migration found too: tests/migration.rs), a dedup generation only once
-/// every event it remembers is gone, rows that landed in the default partition past the
-/// retention deleted; and a second run changes nothing.
+/// the retention dropped (the table the migration found too: tests/migration.rs), rows
+/// that landed in the default partition past the retention deleted; and a second run
+/// changes nothing. (Dedup generations go with the window, not the retention: below.)
 #[tokio::test]
-async fn retention_drops_whole_partitions_and_generations_once_past_it() {
+async fn retention_drops_whole_partitions_once_past_it() {
     let db = PrivateDatabase::create().await;
     let now = Utc::now();
     let tomorrow = now + days(1);
@@ -291,10 +291,6 @@ async fn retention_drops_whole_partitions_and_generations_once_past_it() {
     let dropped = &report.partitions.dropped;
     assert!(dropped.contains(&day_partition(now)), "{dropped:?}");
     assert!(dropped.contains(&day_partition(tomorrow)), "{dropped:?}");
-    assert!(
-        !dropped.iter().any(|d| d.starts_with("event_ids_")),
-        "ids outlive their events: {dropped:?}"
-    );
     for ahead in 0..=7 {
         assert!(
             events_partitions(&db.pool)
@@ -326,20 +322,65 @@ async fn retention_drops_whole_partitions_and_generations_once_past_it() {
     );
 
     // An event received on a dropped day (a late replay) lands in the default partition,
-    // and the next run deletes it: it is past the retention.
+    // and its id below every generation left: the next run deletes both, they are past
+    // the retention and the window.
     persist_events(&db.pool, &[event("late", tomorrow)]).await;
     let report = maintain(&db.pool, later).await.unwrap();
-    assert_eq!(report.partitions.default_rows_deleted, 1);
+    assert_eq!(report.partitions.default_rows_deleted, 2);
+}
 
-    // 100 days on: the first dedup generation (every id of the first 30 days and before)
-    // is past the retention too.
-    let report = maintain(&db.pool, now + days(100)).await.unwrap();
-    assert!(
-        report
-            .partitions
-            .dropped
-            .contains(&"event_ids_g00010101".to_owned()),
-        "{:?}",
-        report.partitions.dropped
-    );
+/// The deduplication window on a clock moved forward: generations are made a day (or one
+/// window) ahead, each a window wide, and dropped an hour after the window has passed
+/// their end, whatever the events retention; what was forgotten is recorded (replays
+/// from before it are refused: ingestctl's tests).
+#[tokio::test]
+async fn generations_are_dropped_once_the_window_has_passed_them() {
+    let db = PrivateDatabase::create().await;
+    sqlx::query("UPDATE lifecycle_settings SET dedup_window_hours = 6")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let first_end: DateTime<Utc> = sqlx::query_scalar("SELECT ends FROM event_id_generations")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let hours = TimeDelta::hours;
+    let generations = |pool: PgPool| async move {
+        sqlx::query_as::<_, (DateTime<Utc>, DateTime<Utc>, String)>(
+            "SELECT bucket, ends, part FROM event_id_generations ORDER BY bucket",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+
+    // At the first generation's end: a day ahead in generations of six hours.
+    maintain(&db.pool, first_end).await.unwrap();
+    let made = generations(db.pool.clone()).await;
+    let widths: Vec<TimeDelta> = made[1..].iter().map(|(from, to, _)| *to - *from).collect();
+    assert_eq!(widths, vec![hours(6); 5], "{made:?}");
+    assert_eq!(made[1].0, first_end);
+
+    // Just before the window and the grace have passed the first one: nothing dropped.
+    let report = maintain(&db.pool, first_end + hours(7) - TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    assert!(report.partitions.dropped.is_empty(), "{report:?}");
+    let nothing_forgotten: bool =
+        sqlx::query_scalar("SELECT event_ids_dropped_before = '-infinity' FROM lifecycle_state")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(nothing_forgotten);
+    // Then the first goes, and the next one six hours later, events retention or not.
+    let report = maintain(&db.pool, first_end + hours(7)).await.unwrap();
+    assert_eq!(report.partitions.dropped, vec![made[0].2.clone()]);
+    let report = maintain(&db.pool, first_end + hours(13)).await.unwrap();
+    assert_eq!(report.partitions.dropped, vec![made[1].2.clone()]);
+    let forgotten: DateTime<Utc> =
+        sqlx::query_scalar("SELECT event_ids_dropped_before FROM lifecycle_state")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(forgotten, made[1].1);
 }

@@ -1,7 +1,9 @@
-//! The migration to partitioned events (`20261202000002_partitioned_events.sql`) on a
-//! database that already holds rows written the old way: nothing is lost or changed, the
-//! old table becomes the partition of what came before, the ids it holds keep
-//! deduplicating, and new events land in day partitions.
+//! Migrations of a database that already holds rows written the old way:
+//! - to partitioned events (`20261202000002_partitioned_events.sql`): nothing is lost or
+//!   changed, the old table becomes the partition of what came before, the ids it holds
+//!   keep deduplicating, and new events land in day partitions;
+//! - to 16-byte keys and the deduplication window (`20261206000001_dedup_window.sql`):
+//!   every text id becomes its key in the generation it was in, and keeps deduplicating.
 
 use chrono::{TimeDelta, Utc};
 use ingest_testkit::{unique, PrivateDatabase};
@@ -10,16 +12,22 @@ use ingest_worker::persist::{Batch, MIGRATOR};
 use serde_json::json;
 
 const PARTITIONING: &str = "20261202000002";
+const DEDUP_WINDOW: &str = "20261206000001";
 
 /// A migrator of every migration before partitioning.
 async fn before_partitioning() -> sqlx::migrate::Migrator {
+    migrations_before(PARTITIONING).await
+}
+
+/// A migrator of every migration before `first_left_out`.
+async fn migrations_before(first_left_out: &str) -> sqlx::migrate::Migrator {
     let dir = std::env::temp_dir().join(unique("migrations"));
     std::fs::create_dir_all(&dir).unwrap();
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
     for entry in std::fs::read_dir(&source).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < PARTITIONING {
+        if name.as_str() < first_left_out {
             std::fs::copy(&path, dir.join(&name)).unwrap();
         }
     }
@@ -143,4 +151,103 @@ async fn a_populated_database_migrates_without_losing_or_changing_a_row() {
     .await
     .unwrap();
     assert_eq!(legacy, (None, None));
+}
+
+#[tokio::test]
+async fn text_ids_become_keys_in_their_generations_and_keep_deduplicating() {
+    let old = migrations_before(DEDUP_WINDOW).await;
+    let db = PrivateDatabase::create_with(&old).await;
+    // Ids of every form in the first generation, one in the next (made ahead), one in the
+    // default partition (before every generation: a replay of something ancient).
+    let ids = [
+        "0f8fad5b-d9cb-469f-a165-70867728950e",
+        "0F8FAD5B-D9CB-469F-A165-70867728950E",
+        "01932c07-209c-7f6b-8a4e-1c2d3e4f5a6b",
+        "order-42",
+    ];
+    let next: chrono::NaiveDate =
+        sqlx::query_scalar("SELECT max(bucket) FROM event_id_generations")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let first: chrono::NaiveDate = "0001-01-01".parse().unwrap();
+    let before_time: chrono::NaiveDate = "0000-06-01".parse().unwrap();
+    let rows = ids
+        .iter()
+        .map(|id| (*id, first))
+        .chain([("in-the-next", next), ("ancient", before_time)]);
+    for (id, bucket) in rows {
+        sqlx::query(
+            "INSERT INTO event_ids (project, datasource, event_id, bucket, last_received_at)
+             VALUES ('p', 'web', $1, $2, CASE WHEN $1 = 'order-42' THEN now() END)",
+        )
+        .bind(id)
+        .bind(bucket)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+
+    MIGRATOR.run(&db.pool).await.unwrap();
+
+    let kept: Vec<(uuid::Uuid, String, bool)> = sqlx::query_as(
+        "SELECT event_key, tableoid::regclass::text, last_received_at IS NOT NULL
+           FROM event_ids ORDER BY bucket, event_key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(kept.len(), 6, "{kept:?}");
+    for id in ids {
+        let key = ingest_worker::persist::event_key(id);
+        let row = kept.iter().find(|k| k.0 == key).expect(id);
+        assert_eq!(row.1, "event_ids_g00010101t0000", "{id}");
+        assert_eq!(row.2, id == "order-42", "{id}: last_received_at kept");
+    }
+    let in_next = kept
+        .iter()
+        .find(|k| k.0 == ingest_worker::persist::event_key("in-the-next"))
+        .unwrap();
+    assert_eq!(in_next.1, next.format("event_ids_g%Y%m%dt0000").to_string());
+    let ancient = kept
+        .iter()
+        .find(|k| k.0 == ingest_worker::persist::event_key("ancient"))
+        .unwrap();
+    assert_eq!(ancient.1, "event_ids_default");
+
+    // Retries of the converted ids, received now: none is stored (the uppercase UUID is
+    // another id than its lowercase form, and each was remembered on its own).
+    let envelope = |id: &str| Envelope {
+        v: ENVELOPE_VERSION,
+        project: "p".into(),
+        datasource: "web".into(),
+        user_id: "u".into(),
+        received_at: Utc::now(),
+        request_id: "r".into(),
+        sync_id: None,
+        op: Operation::AppendEvent {
+            event_id: id.into(),
+            event_type: "t".into(),
+            event_date: Utc::now(),
+            parameters: json!({}).as_object().unwrap().clone(),
+        },
+    };
+    let retries: Vec<Envelope> = ids.iter().map(|id| envelope(id)).collect();
+    Batch::from_envelopes(retries.iter().enumerate().map(|(i, e)| (i as i64, e)))
+        .persist(&db.pool)
+        .await
+        .unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "every retry was deduplicated");
+    // And the generations go on a window wide from where the old ones ended.
+    let last: (chrono::DateTime<Utc>, chrono::DateTime<Utc>) = sqlx::query_as(
+        "SELECT bucket, ends FROM event_id_generations ORDER BY bucket DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(last.0 >= next.and_hms_opt(0, 0, 0).unwrap().and_utc());
 }

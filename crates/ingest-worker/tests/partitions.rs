@@ -1,9 +1,10 @@
 //! The partitioned `events` table and its deduplication, on the real PostgreSQL, each test
 //! in a database of its own: rows land in the partition of their receipt day, and an event
 //! is stored once per (project, datasource, `_event_id`) whatever day, partition or
-//! generation its retry lands in, and in whichever order the two are written.
+//! generation its retry lands in, and in whichever order the two are written, as long as
+//! the two are received within the deduplication window.
 
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use ingest_testkit::PrivateDatabase;
 use ingest_types::{Envelope, Operation, ENVELOPE_VERSION};
 use ingest_worker::persist::Batch;
@@ -52,16 +53,53 @@ fn partition(t: DateTime<Utc>) -> String {
     format!("events_p{}", t.format("%Y%m%d"))
 }
 
-/// The first day after the first generation (where the second one starts).
-async fn first_generation_end(pool: &PgPool) -> NaiveDate {
-    sqlx::query_scalar("SELECT min(ends) FROM event_id_generations")
-        .fetch_one(pool)
-        .await
-        .unwrap()
+async fn ensure_day_partitions(pool: &PgPool, times: &[DateTime<Utc>]) {
+    for t in times {
+        sqlx::query("SELECT ingest_ensure_events_partition($1)")
+            .bind(t.date_naive())
+            .execute(pool)
+            .await
+            .unwrap();
+    }
 }
 
-fn at_noon(day: NaiveDate) -> DateTime<Utc> {
-    day.and_hms_opt(12, 0, 0).unwrap().and_utc()
+/// Remakes the generations as one from the beginning of time to `boundary`, so that a
+/// boundary can lie in the past, where real time has passed it (the migration makes the
+/// first one end a window from now). The worker appends the next ones as it needs them.
+async fn first_generation_until(pool: &PgPool, boundary: DateTime<Utc>) {
+    let parts: Vec<String> = sqlx::query_scalar("SELECT part FROM event_id_generations")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    for part in parts {
+        sqlx::query(&format!("DROP TABLE \"{part}\""))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("DELETE FROM event_id_generations")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("SELECT ingest_create_event_id_generation('0001-01-01 00:00:00+00', $1)")
+        .bind(boundary)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// The generations (their first instants) holding the keys of these event ids.
+async fn generations_of(pool: &PgPool, ids: &[&str]) -> Vec<DateTime<Utc>> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT bucket FROM event_ids
+          WHERE event_key IN (SELECT ingest_event_key(id) FROM UNNEST($1::text[]) id)
+            AND bucket IN (SELECT bucket FROM event_id_generations)
+          ORDER BY bucket",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -111,16 +149,12 @@ async fn a_retry_on_another_day_is_stored_once_and_the_first_copy_kept() {
 #[tokio::test]
 async fn a_retry_in_the_next_generation_is_stored_once_in_either_order() {
     let db = PrivateDatabase::create().await;
-    let boundary = first_generation_end(&db.pool).await;
-    let before = at_noon(boundary - TimeDelta::days(1));
-    let after = at_noon(boundary + TimeDelta::days(1));
-    for day in [before, after] {
-        sqlx::query("SELECT ingest_ensure_events_partition($1)")
-            .bind(day.date_naive())
-            .execute(&db.pool)
-            .await
-            .unwrap();
-    }
+    // Copies two hours apart on either side of a boundary an hour ago.
+    let boundary = Utc::now() - TimeDelta::hours(1);
+    first_generation_until(&db.pool, boundary).await;
+    let before = boundary - TimeDelta::hours(1);
+    let after = boundary + TimeDelta::minutes(59);
+    ensure_day_partitions(&db.pool, &[before, after]).await;
 
     // Original, then retry a generation later (the worker creates that generation).
     persist(&db.pool, &[event("forward", 1, before)]).await;
@@ -138,15 +172,75 @@ async fn a_retry_in_the_next_generation_is_stored_once_in_either_order() {
         vec![(partition(after), 2)]
     );
 
-    let generations: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT bucket) FROM event_ids
-          WHERE event_id IN ('forward', 'backward')
-            AND bucket IN (SELECT bucket FROM event_id_generations)",
+    let generations = generations_of(&db.pool, &["forward", "backward"]).await;
+    assert_eq!(
+        generations.len(),
+        2,
+        "the two copies' ids sit in two generations"
+    );
+}
+
+/// A short window (one hour): its generations are an hour wide, made by the worker as it
+/// needs them when none was made ahead. A copy received within the hour of another is
+/// stored once, whichever generation each lands in and whichever is written first; a copy
+/// received later than the window after the original is another event as far as
+/// deduplication goes (the documented limit).
+#[tokio::test]
+async fn the_window_bounds_deduplication_and_its_generations_are_a_window_wide() {
+    let db = PrivateDatabase::create().await;
+    sqlx::query("UPDATE lifecycle_settings SET dedup_window_hours = 1")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // Generations from three hours ago on: every receipt below is in the past.
+    let b = (Utc::now() - TimeDelta::hours(3)).trunc_subsecs(0);
+    first_generation_until(&db.pool, b).await;
+    let minutes = |m: i64| b + TimeDelta::minutes(m);
+    ensure_day_partitions(&db.pool, &[b, minutes(180)]).await;
+
+    // 50 minutes apart, across a generation boundary: the worker makes the generations
+    // it needs (none was made ahead), and the retry finds its original in the one before.
+    persist(&db.pool, &[event("inside", 1, minutes(30))]).await;
+    persist(&db.pool, &[event("inside", 2, minutes(80))]).await;
+    assert_eq!(stored(&db.pool, "inside").await.len(), 1);
+    assert_eq!(stored(&db.pool, "inside").await[0].1, 1);
+    let widths: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT bucket, ends FROM event_id_generations WHERE bucket >= $1 ORDER BY bucket",
     )
-    .fetch_one(&db.pool)
+    .bind(b)
+    .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(generations, 2, "the two copies' ids sit in two generations");
+    assert_eq!(widths, vec![(b, minutes(60)), (minutes(60), minutes(120))]);
+
+    // Exactly the window apart: still inside.
+    persist(&db.pool, &[event("edge", 1, minutes(10))]).await;
+    persist(&db.pool, &[event("edge", 2, minutes(70))]).await;
+    assert_eq!(stored(&db.pool, "edge").await.len(), 1);
+
+    // Two hours and twenty minutes apart: past the window, stored again.
+    persist(&db.pool, &[event("outside", 1, minutes(5))]).await;
+    persist(&db.pool, &[event("outside", 2, minutes(145))]).await;
+    assert_eq!(stored(&db.pool, "outside").await.len(), 2);
+
+    // The retry written first, the original 45 minutes earlier after it (a dead letter
+    // redriven late): found in the next generation.
+    persist(&db.pool, &[event("late", 2, minutes(100))]).await;
+    persist(&db.pool, &[event("late", 1, minutes(55))]).await;
+    assert_eq!(stored(&db.pool, "late").await.len(), 1);
+    assert_eq!(stored(&db.pool, "late").await[0].1, 2);
+
+    // In one batch, an original and its retry 50 minutes apart: the first copy stays.
+    persist(
+        &db.pool,
+        &[
+            event("batched", 1, minutes(100)),
+            event("batched", 2, minutes(150)),
+        ],
+    )
+    .await;
+    assert_eq!(stored(&db.pool, "batched").await.len(), 1);
+    assert_eq!(stored(&db.pool, "batched").await[0].1, 1);
 }
 
 #[tokio::test]

@@ -145,6 +145,61 @@ async fn events_are_stored_once_however_often_they_arrive() {
     assert_eq!(ids, ["e1", "e2"]);
 }
 
+/// Ids of every form: UUIDs kept as their 16 bytes (v4, v7, other versions), and the
+/// ids kept as a hash (an uppercase or braced UUID, a UUIDv8, other text, unicode).
+const IDS_OF_EVERY_FORM: [&str; 12] = [
+    "0f8fad5b-d9cb-469f-a165-70867728950e",
+    "01932c07-209c-7f6b-8a4e-1c2d3e4f5a6b",
+    "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+    "00000000-0000-0000-0000-000000000000",
+    "0F8FAD5B-D9CB-469F-A165-70867728950E",
+    "{0f8fad5b-d9cb-469f-a165-70867728950e}",
+    "0f8fad5b-d9cb-869f-a165-70867728950e",
+    "0f8fad5bd9cb469fa16570867728950e",
+    "order-42",
+    "",
+    "événement \"quoted\", comma\nnewline",
+    "0f8fad5b-d9cb-469f-a165-70867728950",
+];
+
+#[tokio::test]
+async fn the_database_computes_the_same_event_keys_as_the_worker() {
+    let pool = migrated_pool().await;
+    for id in IDS_OF_EVERY_FORM {
+        let in_sql: uuid::Uuid = sqlx::query_scalar("SELECT ingest_event_key($1)")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(in_sql, ingest_worker::persist::event_key(id), "{id:?}");
+    }
+}
+
+#[tokio::test]
+async fn ids_of_every_form_are_told_apart_and_deduplicated() {
+    let pool = migrated_pool().await;
+    let p = unique("p");
+    let batch: Vec<Envelope> = IDS_OF_EVERY_FORM
+        .iter()
+        .map(|id| envelope(&p, "u", event(id)))
+        .collect();
+    persist(&pool, &batch).await;
+    persist(&pool, &batch).await;
+    // One at a time too: the path that finds ids already there row by row.
+    for envelope in &batch {
+        persist(&pool, std::slice::from_ref(envelope)).await;
+    }
+    let mut ids: Vec<String> = sqlx::query_scalar("SELECT event_id FROM events WHERE project = $1")
+        .bind(&p)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    ids.sort();
+    let mut expected: Vec<String> = IDS_OF_EVERY_FORM.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+}
+
 #[tokio::test]
 async fn older_writes_delivered_again_never_overwrite_newer_ones() {
     let pool = migrated_pool().await;

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use clap::Subcommand;
+use ingest_worker::lifecycle::partitions::DEDUP_GRACE;
 use ingest_worker::lifecycle::REPLAY_MARGIN;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -28,6 +29,12 @@ pub enum RetentionCommand {
         /// (1-36500). Replays from before the purge horizon are refused afterwards.
         #[arg(long)]
         tombstone_days: Option<i32>,
+        /// Deduplicate an event against copies received up to this many hours apart
+        /// (1-87600; default 168). Ids are forgotten an hour after the window has passed
+        /// their generation; replays from before what was forgotten are refused. New
+        /// generations take the new width; shortening it needs --yes.
+        #[arg(long)]
+        dedup_window_hours: Option<i32>,
     },
 }
 
@@ -39,6 +46,10 @@ pub struct Retention {
     /// The partition retention drops next, and when.
     pub next_drop: Option<Partition>,
     pub tombstone_horizon_days: i32,
+    /// Events are deduplicated against copies received up to this many hours apart.
+    pub dedup_window_hours: i32,
+    /// Ids of events received before this may be forgotten (`None`: none dropped yet).
+    pub event_ids_dropped_before: Option<DateTime<Utc>>,
     pub settings_updated_at: DateTime<Utc>,
     /// Tombstones deleted before this time may be gone (none purged yet: `None`).
     pub tombstones_purged_before: Option<DateTime<Utc>>,
@@ -94,7 +105,7 @@ pub async fn partitions(pool: &PgPool) -> anyhow::Result<Vec<Partition>> {
     let rows: Vec<Row> = sqlx::query_as(
         "WITH parts AS (
                 SELECT p.relname::text AS name, parent.relname::text AS tbl, p.oid, p.reltuples,
-                       CASE WHEN p.relname ~ '^(events_p|event_ids_g)[0-9]{8}$'
+                       CASE WHEN p.relname ~ '^events_p[0-9]{8}$'
                             THEN to_date(right(p.relname, 8), 'YYYYMMDD') END AS day
                   FROM pg_inherits i
                   JOIN pg_class p ON p.oid = i.inhrelid
@@ -102,20 +113,22 @@ pub async fn partitions(pool: &PgPool) -> anyhow::Result<Vec<Partition>> {
                  WHERE parent.relname IN ('events', 'event_ids'))
          SELECT tbl, name,
                 CASE WHEN tbl = 'events' THEN day::timestamp AT TIME ZONE 'UTC'
-                     ELSE g.bucket::timestamp AT TIME ZONE 'UTC' END,
+                     ELSE g.bucket END,
                 CASE WHEN name = 'events_legacy' THEN (SELECT legacy_until FROM lifecycle_state)
                      WHEN tbl = 'events' THEN (day + 1)::timestamp AT TIME ZONE 'UTC'
-                     ELSE g.ends::timestamp AT TIME ZONE 'UTC' END,
+                     ELSE g.ends END,
                 greatest(reltuples, 0)::real, pg_total_relation_size(oid)
            FROM parts
-           LEFT JOIN event_id_generations g ON tbl = 'event_ids' AND g.bucket = parts.day",
+           LEFT JOIN event_id_generations g ON tbl = 'event_ids' AND g.part = parts.name",
     )
     .fetch_all(pool)
     .await?;
-    let days: i32 = sqlx::query_scalar("SELECT events_retention_days FROM lifecycle_settings")
-        .fetch_one(pool)
-        .await?;
+    let (days, hours): (i32, i32) =
+        sqlx::query_as("SELECT events_retention_days, dedup_window_hours FROM lifecycle_settings")
+            .fetch_one(pool)
+            .await?;
     let retention = chrono::TimeDelta::days(days.into());
+    let forgotten = chrono::TimeDelta::hours(hours.into()) + DEDUP_GRACE;
     let mut partitions: Vec<Partition> = rows
         .into_iter()
         .map(|(table, name, from, until, rows, bytes)| Partition {
@@ -126,8 +139,10 @@ pub async fn partitions(pool: &PgPool) -> anyhow::Result<Vec<Partition>> {
             },
             drops_at: if name.ends_with("_default") {
                 None
-            } else {
+            } else if table == "events" {
                 until.map(|u| u + retention)
+            } else {
+                until.map(|u| u + forgotten)
             },
             name,
             from,
@@ -181,13 +196,17 @@ fn bytes(n: i64) -> String {
 }
 
 pub async fn show(pool: &PgPool) -> anyhow::Result<Retention> {
-    let (events_days, events_dropped_before): (i32, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT (SELECT events_retention_days FROM lifecycle_settings),
-                CASE WHEN isfinite(events_dropped_before) THEN events_dropped_before END
-           FROM lifecycle_state",
-    )
-    .fetch_one(pool)
-    .await?;
+    type Events = (i32, i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let (events_days, window_hours, events_dropped_before, ids_dropped_before): Events =
+        sqlx::query_as(
+            "SELECT (SELECT events_retention_days FROM lifecycle_settings),
+                    (SELECT dedup_window_hours FROM lifecycle_settings),
+                    CASE WHEN isfinite(events_dropped_before) THEN events_dropped_before END,
+                    CASE WHEN isfinite(event_ids_dropped_before) THEN event_ids_dropped_before END
+               FROM lifecycle_state",
+        )
+        .fetch_one(pool)
+        .await?;
     let next_drop = partitions(pool)
         .await?
         .into_iter()
@@ -214,9 +233,13 @@ pub async fn show(pool: &PgPool) -> anyhow::Result<Retention> {
         events_dropped_before,
         next_drop,
         tombstone_horizon_days: days,
+        dedup_window_hours: window_hours,
+        event_ids_dropped_before: ids_dropped_before,
         settings_updated_at: updated,
         tombstones_purged_before: purged_before,
-        earliest_replay_from: purged_before.map(|t| t + REPLAY_MARGIN),
+        earliest_replay_from: purged_before
+            .max(ids_dropped_before)
+            .map(|t| t + REPLAY_MARGIN),
         tombstones: total,
         tombstones_due: due,
         next_tombstone_due_at: next_due,
@@ -226,16 +249,39 @@ pub async fn show(pool: &PgPool) -> anyhow::Result<Retention> {
     })
 }
 
-pub async fn set(
-    pool: &PgPool,
-    events_days: Option<i32>,
-    tombstone_days: Option<i32>,
-    yes: bool,
-) -> anyhow::Result<Retention> {
+/// What `ingestctl retention set` changes (`None`: left as it is).
+#[derive(Debug, Default)]
+pub struct Settings {
+    pub events_days: Option<i32>,
+    pub tombstone_days: Option<i32>,
+    pub dedup_window_hours: Option<i32>,
+}
+
+pub async fn set(pool: &PgPool, settings: Settings, yes: bool) -> anyhow::Result<Retention> {
+    let Settings {
+        events_days,
+        tombstone_days,
+        dedup_window_hours,
+    } = settings;
     anyhow::ensure!(
-        events_days.is_some() || tombstone_days.is_some(),
-        "nothing to set: give --events-days N and/or --tombstone-days N"
+        events_days.is_some() || tombstone_days.is_some() || dedup_window_hours.is_some(),
+        "nothing to set: give --events-days N, --tombstone-days N and/or --dedup-window-hours N"
     );
+    if let Some(hours) = dedup_window_hours {
+        anyhow::ensure!(
+            (1..=87_600).contains(&hours),
+            "--dedup-window-hours must be between 1 and 87600, not {hours}"
+        );
+        let current: i32 = sqlx::query_scalar("SELECT dedup_window_hours FROM lifecycle_settings")
+            .fetch_one(pool)
+            .await?;
+        anyhow::ensure!(
+            hours >= current || yes,
+            "shortening the deduplication window from {current} to {hours} hours forgets ids \
+             sooner: a retry received more than {hours} hours after its original, or a replay \
+             from before what is forgotten, would be stored again; run again with --yes to do it"
+        );
+    }
     if let Some(days) = tombstone_days {
         anyhow::ensure!(
             (1..=36_500).contains(&days),
@@ -275,10 +321,12 @@ pub async fn set(
         "UPDATE lifecycle_settings
             SET events_retention_days = coalesce($1, events_retention_days),
                 tombstone_horizon_days = coalesce($2, tombstone_horizon_days),
+                dedup_window_hours = coalesce($3, dedup_window_hours),
                 updated_at = now()",
     )
     .bind(events_days)
     .bind(tombstone_days)
+    .bind(dedup_window_hours)
     .execute(pool)
     .await?;
     show(pool).await
@@ -288,12 +336,26 @@ pub async fn set(
 /// tombstones that would stop a replayed old upsert from bringing a deleted contact back
 /// may be gone.
 pub async fn check_replay_from(pool: &PgPool, from: DateTime<Utc>) -> anyhow::Result<()> {
-    let purged_before: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT CASE WHEN isfinite(tombstones_purged_before) THEN tombstones_purged_before END
-           FROM lifecycle_state",
-    )
-    .fetch_one(pool)
-    .await?;
+    let (purged_before, forgotten_before): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+        sqlx::query_as(
+            "SELECT CASE WHEN isfinite(tombstones_purged_before) THEN tombstones_purged_before END,
+                    CASE WHEN isfinite(event_ids_dropped_before) THEN event_ids_dropped_before END
+               FROM lifecycle_state",
+        )
+        .fetch_one(pool)
+        .await?;
+    if let Some(forgotten_before) = forgotten_before {
+        let earliest = forgotten_before + REPLAY_MARGIN;
+        anyhow::ensure!(
+            from >= earliest,
+            "--from {} is before the deduplication horizon: the ids of events received before \
+             {} were forgotten (the deduplication window has passed them), and replaying from \
+             there would store those events again; the earliest allowed --from is {}",
+            from.to_rfc3339(),
+            forgotten_before.to_rfc3339(),
+            earliest.to_rfc3339()
+        );
+    }
     if let Some(purged_before) = purged_before {
         let earliest = purged_before + REPLAY_MARGIN;
         anyhow::ensure!(
@@ -323,6 +385,11 @@ pub fn print_retention(r: &Retention) {
         ),
         None => println!("next drop:           -"),
     }
+    println!(
+        "dedup window:        {} hours (ids forgotten before {})",
+        r.dedup_window_hours,
+        t(&r.event_ids_dropped_before)
+    );
     println!(
         "tombstone horizon:   {} days (set {})",
         r.tombstone_horizon_days,

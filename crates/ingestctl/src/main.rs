@@ -387,9 +387,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Retention(lifecycle::RetentionCommand::Set {
             events_days,
             tombstone_days,
+            dedup_window_hours,
             yes,
         }) => {
-            let r = lifecycle::set(&pool, events_days, tombstone_days, yes).await?;
+            let settings = lifecycle::Settings {
+                events_days,
+                tombstone_days,
+                dedup_window_hours,
+            };
+            let r = lifecycle::set(&pool, settings, yes).await?;
             out.print(&r, || lifecycle::print_retention(&r))?;
         }
         Command::Partitions => {

@@ -136,7 +136,7 @@ async fn partitions_are_listed_and_a_shorter_events_retention_needs_yes() {
         names[0], today,
         "a new database starts with today's partition: {names:?}"
     );
-    assert!(names.contains(&"events_default") && names.contains(&"event_ids_g00010101"));
+    assert!(names.contains(&"events_default") && names.contains(&"event_ids_g00010101t0000"));
     let first = &partitions[0];
     assert!(
         first["drops_at"].is_string() && first["bytes"].as_i64().unwrap() > 0,
@@ -145,7 +145,9 @@ async fn partitions_are_listed_and_a_shorter_events_retention_needs_yes() {
 
     let shown = ok_json(&db, &["retention", "show"]);
     assert_eq!(shown["events_retention_days"], 30);
-    assert_eq!(shown["next_drop"]["name"], today.as_str());
+    // The first dedup generation goes first: a window (7 days) and an hour after its end,
+    // before today's events (30 days).
+    assert_eq!(shown["next_drop"]["name"], "event_ids_g00010101t0000");
 
     // Shorter: refused without --yes, saying what it would drop.
     let out = run(&db, &["retention", "set", "--events-days", "7"]);
@@ -164,4 +166,65 @@ async fn partitions_are_listed_and_a_shorter_events_retention_needs_yes() {
     // Longer needs no confirmation.
     let set = ok_json(&db, &["retention", "set", "--events-days", "90"]);
     assert_eq!(set["events_retention_days"], 90);
+}
+
+#[tokio::test]
+async fn the_dedup_window_is_set_and_a_replay_from_before_what_was_forgotten_is_refused() {
+    let db = PrivateDatabase::create().await;
+    let shown = ok_json(&db, &["retention", "show"]);
+    assert_eq!(shown["dedup_window_hours"], 168);
+    assert_eq!(shown["event_ids_dropped_before"], Value::Null);
+
+    // Shortening it forgets ids sooner: it needs --yes; lengthening it does not.
+    let out = run(&db, &["retention", "set", "--dedup-window-hours", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.starts_with(
+            "error: shortening the deduplication window from 168 to 2 hours forgets ids sooner"
+        ),
+        "{stderr}"
+    );
+    let set = ok_json(
+        &db,
+        &["retention", "set", "--dedup-window-hours", "2", "--yes"],
+    );
+    assert_eq!(set["dedup_window_hours"], 2);
+    let out = run(&db, &["retention", "set", "--dedup-window-hours", "0"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: --dedup-window-hours must be between 1 and 87600, not 0"
+    );
+
+    // A generation forgotten (as the maintenance job records it when it drops one).
+    let forgotten = (Utc::now() - TimeDelta::hours(3)).trunc_subsecs(0);
+    sqlx::query("UPDATE lifecycle_state SET event_ids_dropped_before = $1")
+        .bind(forgotten)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let shown = ok_json(&db, &["retention", "show"]);
+    assert!(shown["earliest_replay_from"].is_string(), "{shown}");
+    let group = unique("replay-guard");
+    let from = (forgotten + TimeDelta::minutes(30)).to_rfc3339();
+    let out = run(&db, &["replay", "--from", &from, "--group", &group]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.starts_with(&format!(
+            "error: --from {from} is before the deduplication horizon: the ids of events received before {} were forgotten",
+            forgotten.to_rfc3339()
+        )),
+        "{stderr}"
+    );
+    let allowed = (forgotten + TimeDelta::hours(1) + TimeDelta::seconds(1)).to_rfc3339();
+    let out = run(
+        &db,
+        &["replay", "--from", &allowed, "--group", &group, "--dry-run"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has no committed offsets") && !stderr.contains("horizon"),
+        "{stderr}"
+    );
 }

@@ -1,6 +1,8 @@
-//! The partitions of `events` and `event_ids` (see `crate::persist` and the migration
-//! `20261202000002_partitioned_events.sql`): created ahead, dropped whole when past the
-//! retention (`lifecycle_settings.events_retention_days`), never row by row.
+//! The partitions of `events` and `event_ids` (see `crate::persist` and the migrations
+//! `20261202000002_partitioned_events.sql`, `20261206000001_dedup_window.sql`): created
+//! ahead, dropped whole, never row by row: a day of `events` when it is past the retention
+//! (`lifecycle_settings.events_retention_days`), a generation of `event_ids` an hour
+//! after the deduplication window (`dedup_window_hours`) has passed its end.
 //!
 //! Each step is its own short transaction with a `lock_timeout`: dropping a partition
 //! takes an exclusive lock on its parent for a moment, waiting for the batch being
@@ -17,6 +19,15 @@ use crate::metrics::{
 
 /// Days of `events` partitions kept ready after today.
 pub const PREMAKE_DAYS: i64 = 7;
+
+/// How far ahead `event_ids` generations are made: a day, or one generation when the
+/// window is longer (a short window would otherwise mean many empty partitions).
+pub const GENERATIONS_AHEAD: TimeDelta = TimeDelta::days(1);
+
+/// How long after the window has passed a generation's end it is dropped: a retry
+/// received just inside the window and still on its way to the database (in Kafka, in a
+/// batch) finds its original's id.
+pub const DEDUP_GRACE: TimeDelta = TimeDelta::hours(1);
 
 /// What the partition steps did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -46,11 +57,12 @@ pub async fn maintain(
 ) -> Result<PartitionReport, sqlx::Error> {
     let mut report = PartitionReport::default();
     let today = now.date_naive();
-    let retention_days: i32 =
-        sqlx::query_scalar("SELECT events_retention_days FROM lifecycle_settings")
+    let (retention_days, window_hours): (i32, i32) =
+        sqlx::query_as("SELECT events_retention_days, dedup_window_hours FROM lifecycle_settings")
             .fetch_one(&mut *conn)
             .await?;
     let retention = TimeDelta::days(retention_days.into());
+    let window = TimeDelta::hours(window_hours.into());
 
     for ahead in 0..=PREMAKE_DAYS {
         let day = today + TimeDelta::days(ahead);
@@ -69,7 +81,7 @@ pub async fn maintain(
     }
     let mut tx = begin(conn).await?;
     let generations: i32 = sqlx::query_scalar("SELECT ingest_ensure_event_id_generations($1)")
-        .bind(today + TimeDelta::days(PREMAKE_DAYS))
+        .bind(now + GENERATIONS_AHEAD.max(window))
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -105,17 +117,15 @@ pub async fn maintain(
         report.dropped.push(name);
     }
 
-    // Generations: once every day they cover is past the retention, so an id is
-    // remembered as long as its event is kept.
-    let expired: Vec<NaiveDate> = sqlx::query_scalar(
-        "SELECT bucket FROM event_id_generations WHERE ends + $1 <= $2 ORDER BY bucket",
+    // Generations: once the window (and the grace) has passed their end, so an id is
+    // remembered at least the window after its event was received.
+    let expired: Vec<(DateTime<Utc>, DateTime<Utc>, String)> = sqlx::query_as(
+        "SELECT bucket, ends, part FROM event_id_generations WHERE ends <= $1 ORDER BY bucket",
     )
-    .bind(retention_days)
-    .bind(today)
+    .bind(now - window - DEDUP_GRACE)
     .fetch_all(&mut *conn)
     .await?;
-    for bucket in expired {
-        let name = format!("event_ids_g{}", bucket.format("%Y%m%d"));
+    for (bucket, ends, name) in expired {
         let mut tx = begin(conn).await?;
         sqlx::query(&format!("DROP TABLE IF EXISTS \"{name}\""))
             .execute(&mut *tx)
@@ -124,6 +134,13 @@ pub async fn maintain(
             .bind(bucket)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "UPDATE lifecycle_state
+                SET event_ids_dropped_before = greatest(event_ids_dropped_before, $1)",
+        )
+        .bind(ends)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         metrics::counter!(PARTITIONS_DROPPED_TOTAL, "table" => "event_ids").increment(1);
         report.dropped.push(name);

@@ -139,7 +139,7 @@ pub async fn complete(pool: &PgPool, erasure: &Envelope) -> Result<u64, sqlx::Er
             AND NOT EXISTS (
                 SELECT 1 FROM event_ids i
                  WHERE i.project = e.project AND i.datasource = e.datasource
-                   AND i.event_id = e.event_id AND i.last_received_at > $4)
+                   AND i.event_key = ingest_event_key(e.event_id) AND i.last_received_at > $4)
          RETURNING event_id",
     )
     .bind(&erasure.project)
@@ -151,11 +151,16 @@ pub async fn complete(pool: &PgPool, erasure: &Envelope) -> Result<u64, sqlx::Er
     if !deleted.is_empty() {
         sqlx::query(
             "DELETE FROM event_ids
-              WHERE project = $1 AND datasource = $2 AND event_id = ANY($3)",
+              WHERE project = $1 AND datasource = $2 AND event_key = ANY($3)",
         )
         .bind(&erasure.project)
         .bind(&erasure.datasource)
-        .bind(&deleted)
+        .bind(
+            deleted
+                .iter()
+                .map(|id| super::events::event_key(id))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *tx)
         .await?;
     }

@@ -3,29 +3,37 @@
 //!
 //! `events` is partitioned by the day the gateway received an event, so no unique index
 //! on it can catch a client's retry (received later, maybe another day). An event is
-//! stored once per (project, datasource, `_event_id`) through `event_ids`: the three ids,
-//! in *generations* (consecutive ranges of receipt days, each as wide as the retention was
-//! when it was created). In one transaction with the rows:
+//! stored once per (project, datasource, `_event_id`) within the deduplication window
+//! (`lifecycle_settings.dedup_window_hours`) through `event_ids`: the three ids, the
+//! event id as its 16-byte [`event_key`], in *generations* (consecutive ranges of receipt
+//! times, each as wide as the window was when it was created; migration
+//! `20261206000001_dedup_window.sql`). In one transaction with the rows:
 //!
 //! 1. the batch's events are folded by id (the first stays) when the batch is built;
-//! 2. their ids go into the generation of their receipt day, `ON CONFLICT DO NOTHING`
-//!    (`RETURNING` tells which are new): a redelivery, a replay or a retry within the
-//!    same generation is caught by the primary key;
-//! 3. the new ids are looked up in every other generation that overlaps the retention
-//!    period either side of the receipt day: a retry a generation later (or an original
-//!    that comes back after its retry, from a dead letter) is caught there;
+//! 2. their keys go into the generation of their receipt, by `COPY`, or when one is
+//!    already there `ON CONFLICT DO NOTHING` (`RETURNING` tells which are new): a
+//!    redelivery, a replay or a retry within the same generation is caught by the
+//!    primary key;
+//! 3. the new keys are looked up in every other generation that overlaps the window
+//!    either side of the receipt (the one before, and the one after once it has begun): a
+//!    retry a generation later (or an original that comes back after its retry, from a
+//!    dead letter) is caught there;
 //! 4. the rest is copied into `events` with `COPY`.
 //!
-//! Generations are dropped whole once every event they remember is past the retention
-//! (crate::lifecycle), so an event's id is remembered as long as the event is kept, and
-//! at least the retention period after it was accepted.
+//! So the work per event is one insert into the current generation and one lookup in the
+//! previous one, and what is remembered is bounded by the window, not by what is stored:
+//! a generation is dropped an hour after the window has passed its end
+//! (crate::lifecycle::partitions). An id is remembered at least the window after it was
+//! received; `ingestctl replay` refuses to reach back past what was forgotten.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use ingest_types::Envelope;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
 
 use super::erasure::Erasures;
 
@@ -35,6 +43,40 @@ pub const COPY_EVENTS: &str = "COPY events (project, datasource, event_id, user_
 
 /// (project, datasource, event id): what an event is deduplicated by.
 type EventKey = (String, String, String);
+
+/// The 16 bytes an event id is deduplicated by in `event_ids` (migration
+/// `20261206000001_compact_event_ids.sql`, whose `ingest_event_key` computes the same in
+/// SQL): a UUID in canonical form whose version digit is not 8 is itself; any other id is
+/// the first 16 bytes of the SHA-256 of `ingest:event-id:` and the id, with the version
+/// (8) and variant bits of a UUIDv8. The two never meet: a UUID kept as itself never has
+/// version 8.
+pub fn event_key(event_id: &str) -> Uuid {
+    if is_canonical_uuid(event_id) {
+        if let Ok(uuid) = Uuid::parse_str(event_id) {
+            return uuid;
+        }
+    }
+    let digest = Sha256::new()
+        .chain_update(b"ingest:event-id:")
+        .chain_update(event_id.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    Uuid::from_bytes(bytes)
+}
+
+/// Lowercase hyphenated 8-4-4-4-12 hex, version digit not 8.
+fn is_canonical_uuid(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
+        })
+        && b[14] != b'8'
+}
 
 /// A batch's events as column arrays, one per distinct key, in first-seen order.
 #[derive(Debug, Default)]
@@ -47,6 +89,8 @@ pub(super) struct EventColumns {
     project: Vec<String>,
     datasource: Vec<String>,
     event_id: Vec<String>,
+    /// Each event id's [`event_key`].
+    event_key: Vec<Uuid>,
     user_id: Vec<String>,
     event_type: Vec<String>,
     event_date: Vec<DateTime<Utc>>,
@@ -98,6 +142,7 @@ impl EventColumns {
     fn push_columns(&mut self, event: OwnedEvent) {
         self.project.push(event.project);
         self.datasource.push(event.datasource);
+        self.event_key.push(event_key(&event.event_id));
         self.event_id.push(event.event_id);
         self.user_id.push(event.user_id);
         self.event_type.push(event.event_type);
@@ -185,8 +230,8 @@ impl EventColumns {
         self.event_id.len()
     }
 
-    fn key(&self, i: usize) -> (&str, &str, &str) {
-        (&self.project[i], &self.datasource[i], &self.event_id[i])
+    fn key(&self, i: usize) -> (&str, &str, Uuid) {
+        (&self.project[i], &self.datasource[i], self.event_key[i])
     }
 
     /// The `COPY` input of the events `keep` selects (all when `None`).
@@ -225,17 +270,23 @@ struct OwnedEvent {
     received_at: DateTime<Utc>,
 }
 
-/// The generations of `event_ids` and the retention, read in the batch's transaction.
+/// The generations of `event_ids` and the deduplication window, read in the batch's
+/// transaction.
 struct Generations {
-    /// (first day, day after the last), ascending.
-    ranges: Vec<(NaiveDate, NaiveDate)>,
-    retention: TimeDelta,
+    /// (first instant, instant after the last), ascending.
+    ranges: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    window: TimeDelta,
 }
+
+/// How far ahead of the worker's clock a gateway's may run: generations that start later
+/// than this after the latest receipt seen are not probed (they are made ahead, empty).
+const CLOCK_MARGIN: TimeDelta = TimeDelta::hours(1);
 
 impl Generations {
     async fn read(tx: &mut Transaction<'_, Postgres>) -> Result<Self, sqlx::Error> {
-        let (days, buckets, ends): (i32, Vec<NaiveDate>, Vec<NaiveDate>) = sqlx::query_as(
-            "SELECT (SELECT events_retention_days FROM lifecycle_settings),
+        type Row = (i32, Vec<DateTime<Utc>>, Vec<DateTime<Utc>>);
+        let (hours, buckets, ends): Row = sqlx::query_as(
+            "SELECT (SELECT dedup_window_hours FROM lifecycle_settings),
                     coalesce(array_agg(bucket ORDER BY bucket), '{}'),
                     coalesce(array_agg(ends ORDER BY bucket), '{}')
                FROM event_id_generations",
@@ -244,38 +295,44 @@ impl Generations {
         .await?;
         Ok(Self {
             ranges: buckets.into_iter().zip(ends).collect(),
-            retention: TimeDelta::days(days.into()),
+            window: TimeDelta::hours(hours.into()),
         })
     }
 
-    /// The generation a receipt day belongs to; before the first one (an event older
-    /// than anything kept, from a replay), the day itself, which only the default
-    /// partition takes and the maintenance job empties.
-    fn bucket(&self, day: NaiveDate) -> NaiveDate {
+    /// The generation a receipt belongs to; before the first one (an event older than
+    /// anything remembered, from a replay), its hour, which only the default partition
+    /// takes and the maintenance job empties.
+    fn bucket(&self, at: DateTime<Utc>) -> DateTime<Utc> {
         self.ranges
             .iter()
-            .find(|(from, to)| *from <= day && day < *to)
-            .map_or(day, |(from, _)| *from)
+            .find(|(from, to)| *from <= at && at < *to)
+            .map_or_else(
+                || {
+                    at.duration_trunc(TimeDelta::hours(1))
+                        .expect("an hour divides any instant")
+                },
+                |(from, _)| *from,
+            )
     }
 
-    /// The other generations a retry of an event received on `day` could be in: those
-    /// within the retention either side, except one that starts after `latest` (no event
-    /// received so far can be in it; the generation made ahead is not probed in vain).
+    /// The other generations a copy of an event received at `at` could be in: those within
+    /// the window either side, except one that starts after `latest` (no event received
+    /// so far can be in it; the generation made ahead is not probed in vain).
     fn neighbours(
         &self,
-        day: NaiveDate,
-        own: NaiveDate,
-        latest: NaiveDate,
-    ) -> impl Iterator<Item = NaiveDate> + '_ {
-        let (lo, hi) = (day - self.retention, (day + self.retention).min(latest));
+        at: DateTime<Utc>,
+        own: DateTime<Utc>,
+        latest: DateTime<Utc>,
+    ) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        let (lo, hi) = (at - self.window, (at + self.window).min(latest));
         self.ranges
             .iter()
             .filter(move |(from, to)| *from != own && *from <= hi && lo < *to)
             .map(|(from, _)| *from)
     }
 
-    fn covers(&self, day: NaiveDate) -> bool {
-        self.ranges.last().is_some_and(|(_, to)| day < *to)
+    fn covers(&self, at: DateTime<Utc>) -> bool {
+        self.ranges.last().is_some_and(|(_, to)| at < *to)
     }
 }
 
@@ -288,9 +345,9 @@ pub(super) async fn write(
     if events.len() == 0 {
         return Ok(());
     }
-    let days: Vec<NaiveDate> = events.received_at.iter().map(|t| t.date_naive()).collect();
+    let times = &events.received_at;
     let mut generations = Generations::read(tx).await?;
-    let latest = *days.iter().max().expect("not empty");
+    let latest = *times.iter().max().expect("not empty");
     if !generations.covers(latest) {
         // The maintenance job creates them ahead; this is the fallback when it has not.
         sqlx::query("SELECT ingest_ensure_event_id_generations($1)")
@@ -299,39 +356,39 @@ pub(super) async fn write(
             .await?;
         generations = Generations::read(tx).await?;
     }
-    let buckets: Vec<NaiveDate> = days.iter().map(|d| generations.bucket(*d)).collect();
+    let buckets: Vec<DateTime<Utc>> = times.iter().map(|t| generations.bucket(*t)).collect();
     let new = insert_ids(tx, events, &buckets).await?;
 
     // New in their own generation: are they in another one?
-    let mut probes: BTreeMap<NaiveDate, Vec<usize>> = BTreeMap::new();
-    // Receipt days come from the gateways' clocks: a day of margin for theirs running ahead.
-    let latest = Utc::now().date_naive().max(latest) + TimeDelta::days(1);
+    let mut probes: BTreeMap<DateTime<Utc>, Vec<usize>> = BTreeMap::new();
+    // Receipt times come from the gateways' clocks: a margin for theirs running ahead.
+    let latest = Utc::now().max(latest) + CLOCK_MARGIN;
     for (i, is_new) in new.iter().enumerate() {
         if *is_new {
-            for other in generations.neighbours(days[i], buckets[i], latest) {
+            for other in generations.neighbours(times[i], buckets[i], latest) {
                 probes.entry(other).or_default().push(i);
             }
         }
     }
-    let mut elsewhere: HashSet<(String, String, String)> = HashSet::new();
+    let mut elsewhere: HashSet<(String, String, Uuid)> = HashSet::new();
     for (bucket, indices) in probes {
         let column = |f: fn(&EventColumns, usize) -> &str| -> Vec<&str> {
             indices.iter().map(|i| f(events, *i)).collect()
         };
         // Found there: a retry. The row learns its receipt, as in `insert_ids`.
-        let found: Vec<(String, String, String)> = sqlx::query_as(
+        let found: Vec<(String, String, Uuid)> = sqlx::query_as(
             "UPDATE event_ids i
                 SET last_received_at = greatest(i.last_received_at, u.received_at)
-               FROM UNNEST($2::text[], $3::text[], $4::text[], $5::timestamptz[])
-                    AS u(project, datasource, event_id, received_at)
+               FROM UNNEST($2::text[], $3::text[], $4::uuid[], $5::timestamptz[])
+                    AS u(project, datasource, event_key, received_at)
               WHERE i.bucket = $1 AND i.project = u.project
-                AND i.datasource = u.datasource AND i.event_id = u.event_id
-             RETURNING i.project, i.datasource, i.event_id",
+                AND i.datasource = u.datasource AND i.event_key = u.event_key
+             RETURNING i.project, i.datasource, i.event_key",
         )
         .bind(bucket)
         .bind(column(|e, i| e.key(i).0))
         .bind(column(|e, i| e.key(i).1))
-        .bind(column(|e, i| e.key(i).2))
+        .bind(indices.iter().map(|i| events.key(*i).2).collect::<Vec<_>>())
         .bind(
             indices
                 .iter()
@@ -348,8 +405,7 @@ pub(super) async fn write(
             let (p, d, e) = events.key(i);
             // Found elsewhere is rare: no key is built for the usual empty set.
             new[i]
-                && (elsewhere.is_empty()
-                    || !elsewhere.contains(&(p.to_owned(), d.to_owned(), e.to_owned())))
+                && (elsewhere.is_empty() || !elsewhere.contains(&(p.to_owned(), d.to_owned(), e)))
         })
         .collect();
     let kept = keep.iter().filter(|k| **k).count();
@@ -373,13 +429,13 @@ pub(super) async fn write(
 async fn insert_ids(
     tx: &mut Transaction<'_, Postgres>,
     events: &EventColumns,
-    buckets: &[NaiveDate],
+    buckets: &[DateTime<Utc>],
 ) -> Result<Vec<bool>, sqlx::Error> {
     use sqlx::Acquire;
     let mut csv = Vec::with_capacity(events.len() * 64);
     for (i, bucket) in buckets.iter().enumerate() {
         let (p, d, e) = events.key(i);
-        csv_record(&mut csv, &[&p, &d, &e, bucket]);
+        csv_record(&mut csv, &[&p, &d, &e.hyphenated(), &Rfc3339(*bucket)]);
         // `last_received_at`: NULL (an unquoted empty field) unless a later copy was in
         // the batch; NULL stands for the stored copy's own receipt.
         csv.pop();
@@ -410,14 +466,14 @@ async fn insert_ids(
     }
     let last_received: Vec<DateTime<Utc>> =
         (0..events.len()).map(|i| events.last_received(i)).collect();
-    let inserted: HashSet<(String, String, String)> = sqlx::query_as(
-        "INSERT INTO event_ids (project, datasource, event_id, bucket, last_received_at)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[], $5::timestamptz[])
-         ON CONFLICT DO NOTHING RETURNING project, datasource, event_id",
+    let inserted: HashSet<(String, String, Uuid)> = sqlx::query_as(
+        "INSERT INTO event_ids (project, datasource, event_key, bucket, last_received_at)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::timestamptz[], $5::timestamptz[])
+         ON CONFLICT DO NOTHING RETURNING project, datasource, event_key",
     )
     .bind(&events.project)
     .bind(&events.datasource)
-    .bind(&events.event_id)
+    .bind(&events.event_key)
     .bind(buckets)
     .bind(&last_received)
     .fetch_all(&mut **tx)
@@ -429,7 +485,7 @@ async fn insert_ids(
     let known: Vec<usize> = (0..events.len())
         .filter(|&i| {
             let (p, d, e) = events.key(i);
-            !inserted.contains(&(p.to_owned(), d.to_owned(), e.to_owned()))
+            !inserted.contains(&(p.to_owned(), d.to_owned(), e))
         })
         .collect();
     let column = |f: fn(&EventColumns, usize) -> &str| -> Vec<&str> {
@@ -438,15 +494,15 @@ async fn insert_ids(
     sqlx::query(
         "UPDATE event_ids i
             SET last_received_at = u.received_at
-           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[], $5::timestamptz[])
-                AS u(project, datasource, event_id, bucket, received_at)
+           FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::timestamptz[], $5::timestamptz[])
+                AS u(project, datasource, event_key, bucket, received_at)
           WHERE i.bucket = u.bucket AND i.project = u.project
-            AND i.datasource = u.datasource AND i.event_id = u.event_id
+            AND i.datasource = u.datasource AND i.event_key = u.event_key
             AND i.last_received_at IS DISTINCT FROM greatest(i.last_received_at, u.received_at)",
     )
     .bind(column(|e, i| e.key(i).0))
     .bind(column(|e, i| e.key(i).1))
-    .bind(column(|e, i| e.key(i).2))
+    .bind(known.iter().map(|i| events.key(*i).2).collect::<Vec<_>>())
     .bind(known.iter().map(|i| buckets[*i]).collect::<Vec<_>>())
     .bind(known.iter().map(|i| last_received[*i]).collect::<Vec<_>>())
     .execute(&mut **tx)
@@ -454,12 +510,12 @@ async fn insert_ids(
     Ok((0..events.len())
         .map(|i| {
             let (p, d, e) = events.key(i);
-            inserted.contains(&(p.to_owned(), d.to_owned(), e.to_owned()))
+            inserted.contains(&(p.to_owned(), d.to_owned(), e))
         })
         .collect())
 }
 
-const COPY_EVENT_IDS: &str = "COPY event_ids (project, datasource, event_id, bucket, \
+const COPY_EVENT_IDS: &str = "COPY event_ids (project, datasource, event_key, bucket, \
      last_received_at) FROM STDIN (FORMAT csv)";
 
 /// `COPY` (about twice as fast as an `INSERT` per row here, see BENCHMARKS.md).
@@ -540,39 +596,79 @@ mod tests {
         assert_eq!(Rfc3339(ts).to_string(), "2026-11-24T10:00:00.123456Z");
     }
 
-    fn day(s: &str) -> NaiveDate {
+    #[test]
+    fn uuids_are_their_own_keys_and_other_ids_a_marked_hash() {
+        for id in [
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "01932c07-209c-7f6b-8a4e-1c2d3e4f5a6b",
+        ] {
+            assert_eq!(event_key(id).to_string(), id);
+        }
+        for id in [
+            "0F8FAD5B-D9CB-469F-A165-70867728950E", // the same bytes, another id
+            "0f8fad5b-d9cb-869f-a165-70867728950e", // version 8: hashed, never raw
+            "order-42",
+        ] {
+            let key = event_key(id);
+            assert_ne!(key.to_string(), id.to_lowercase());
+            assert_eq!(key.get_version_num(), 8, "{id}");
+            assert_eq!(key.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(key, event_key(id), "stable");
+        }
+        assert_ne!(event_key("a"), event_key("b"));
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
     }
 
     #[test]
-    fn generations_give_each_day_its_bucket_and_the_neighbours_within_the_retention() {
+    fn generations_give_each_receipt_its_bucket_and_the_neighbours_within_the_window() {
+        // The first generation (from the migration) is wide; later ones a window wide.
         let g = Generations {
             ranges: vec![
-                (day("0001-01-01"), day("2026-12-31")),
-                (day("2026-12-31"), day("2027-01-30")),
-                (day("2027-01-30"), day("2027-03-01")),
+                (at("0001-01-01T00:00:00Z"), at("2026-12-31T00:00:00Z")),
+                (at("2026-12-31T00:00:00Z"), at("2027-01-01T00:00:00Z")),
+                (at("2027-01-01T00:00:00Z"), at("2027-01-02T00:00:00Z")),
             ],
-            retention: TimeDelta::days(30),
+            window: TimeDelta::hours(24),
         };
-        assert_eq!(g.bucket(day("2026-12-30")), day("0001-01-01"));
-        assert_eq!(g.bucket(day("2026-12-31")), day("2026-12-31"));
-        assert_eq!(g.bucket(day("1999-01-01")), day("0001-01-01"));
-        // Past the last generation: the day itself (the default partition).
-        assert_eq!(g.bucket(day("2027-03-01")), day("2027-03-01"));
-        assert!(g.covers(day("2027-02-28")) && !g.covers(day("2027-03-01")));
-        let n = |d: &str| -> Vec<NaiveDate> {
-            let d = day(d);
-            g.neighbours(d, g.bucket(d), day("2100-01-01")).collect()
+        let first = at("0001-01-01T00:00:00Z");
+        assert_eq!(g.bucket(at("2026-12-30T23:59:59Z")), first);
+        assert_eq!(
+            g.bucket(at("2026-12-31T00:00:00Z")),
+            at("2026-12-31T00:00:00Z")
+        );
+        assert_eq!(g.bucket(at("1999-01-01T12:00:00Z")), first);
+        // Past the last generation: its hour (the default partition).
+        assert_eq!(
+            g.bucket(at("2027-01-02T05:30:00Z")),
+            at("2027-01-02T05:00:00Z")
+        );
+        assert!(g.covers(at("2027-01-01T23:59:59Z")) && !g.covers(at("2027-01-02T00:00:00Z")));
+        let n = |s: &str| -> Vec<DateTime<Utc>> {
+            let t = at(s);
+            g.neighbours(t, g.bucket(t), at("2100-01-01T00:00:00Z"))
+                .collect()
         };
-        assert_eq!(n("2027-01-01"), vec![day("0001-01-01"), day("2027-01-30")]);
-        assert_eq!(n("2026-11-01"), vec![]); // a generation is never its own neighbour
-        assert_eq!(n("2027-01-15"), vec![day("0001-01-01"), day("2027-01-30")]);
-        assert_eq!(n("2027-02-27"), vec![day("2026-12-31")]);
-        // A generation starting after the latest receipt day so far is not probed.
-        let d = day("2027-01-15");
-        let until_now: Vec<NaiveDate> = g
-            .neighbours(d, g.bucket(d), d + TimeDelta::days(1))
-            .collect();
-        assert_eq!(until_now, vec![day("0001-01-01")]);
+        // A window either side: the generation before and the one after.
+        assert_eq!(
+            n("2026-12-31T12:00:00Z"),
+            vec![first, at("2027-01-01T00:00:00Z")]
+        );
+        // A generation is never its own neighbour, and one a window away is not probed.
+        assert_eq!(n("2026-11-01T00:00:00Z"), Vec::<DateTime<Utc>>::new());
+        assert_eq!(n("2027-01-01T23:00:00Z"), vec![at("2026-12-31T00:00:00Z")]);
+        // The first generation ended exactly a window before: it is not probed.
+        assert_eq!(n("2027-01-01T00:00:00Z"), vec![at("2026-12-31T00:00:00Z")]);
+        assert_eq!(
+            n("2026-12-31T23:59:59Z"),
+            vec![first, at("2027-01-01T00:00:00Z")]
+        );
+        // A generation starting after the latest receipt so far is not probed.
+        let t = at("2026-12-31T12:00:00Z");
+        let until_now: Vec<DateTime<Utc>> =
+            g.neighbours(t, g.bucket(t), t + CLOCK_MARGIN).collect();
+        assert_eq!(until_now, vec![first]);
     }
 }
