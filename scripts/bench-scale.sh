@@ -11,8 +11,9 @@
 #             (the same with 256 MB of shared buffers); default production,small
 #   --backlog events in each drained backlog (default 2000000)
 #   --sustained  after the curves, on a new stack (production memory, v4 ids): the highest
-#             open-loop rate with accept → visible p99 under 1 s (steps of 30 s from
-#             SCALE_START_RATE, 20,000 events/s, up by a quarter, then bisection), then a
+#             open-loop rate with accept → visible p99 under 1 s (a minute at the start rate
+#             not judged, to warm the caches; then steps of 30 s from SCALE_START_RATE,
+#             20,000 events/s, up by a quarter, then bisection), then a
 #             confirmation run of DURATION (e.g. 30m) that must hold the limit in every
 #             minute; gateway and worker RSS every 10 s. About DURATION + 10 minutes.
 #   --no-curves  only the sustained run
@@ -131,10 +132,13 @@ for memory in "${memory_list[@]}"; do
         --rows 1000000 --rollback --json-out "$run-copy.json"
       psql "$DATABASE_URL" -qc "VACUUM events" -c "CHECKPOINT"
       say "scale [$memory $ids]: one worker draining the backlog at $stored events stored"
+      # What the load left in the topic, read before the worker starts and consumes it.
+      pending="$("$BIN/ingest-loadgen" lag --group "${INGEST_WORKER_GROUP:-ingest-worker}" \
+        --topic ingest.events)"
       start_release ingest-worker "http://127.0.0.1:$WORKER_PORT/readyz" "$LOGS/worker.log"
       worker_pid=$STARTED_PID
       "$BIN/ingest-loadgen" drain --metrics-url "http://127.0.0.1:$WORKER_PORT/metrics" \
-        --topic ingest.events --group "${INGEST_WORKER_GROUP:-ingest-worker}" --project bench \
+        --topic ingest.events --backlog "$pending" --project bench \
         --watch "worker=$worker_pid" --watch "postgres=$postgres_pid" \
         --json-out "$run-drain.json"
       stop_release "$worker_pid"
@@ -156,7 +160,8 @@ if [ -n "$sustained" ]; then
   start_release ingest-worker "http://127.0.0.1:$WORKER_PORT/readyz" "$LOGS/worker.log"
   worker_pid=$STARTED_PID
   "$BIN/ingest-loadgen" rate-search --url "http://127.0.0.1:$GATEWAY_PORT" --project bench \
-    --datasource web --connections 64 --step 30s --confirm "$sustained" --max-steps 6 --confirmations 1 \
+    --datasource web --connections 64 --warm-up-run 60s --step 30s --confirm "$sustained" \
+    --max-steps 6 --confirmations 1 \
     --start-rate "${SCALE_START_RATE:-20000}" --max-rate 60000 --growth 1.25 \
     --watch "gateway=$gateway_pid" --watch "worker=$worker_pid" --watch "kafka=$kafka_pid" \
     --watch "postgres=$postgres_pid" --json-out "$out/sustained.json"

@@ -7,7 +7,7 @@
 #        scripts/bench.sh --scale [ARGS of scripts/bench-scale.sh]
 #   --quick  short scenarios (about 15 minutes instead of 37), for trying changes
 #   --keep   leave the benchmark stack running afterwards
-#   --scale  events at scale instead (scripts/bench-scale.sh, about 2 h 15 min): the cost of
+#   --scale  events at scale instead (scripts/bench-scale.sh, about 1 h 40 min): the cost of
 #            draining 2M events into a table already holding 0, 10M and 30M, for v4 and
 #            v7 ids, with production and small PostgreSQL memory settings, beside raw
 #            COPY at each size; then the sustained rate held for 30 minutes

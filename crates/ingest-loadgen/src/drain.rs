@@ -54,6 +54,10 @@ pub struct DrainReport {
 /// What a drain waits for and watches.
 #[derive(Debug, Clone, Default)]
 pub struct DrainOptions {
+    /// The messages to wait for, when known (e.g. what a load just put into a topic that
+    /// holds earlier rounds, before the worker started: reading the group's lag after
+    /// its start would miss what it consumed meanwhile).
+    pub backlog: Option<u64>,
     /// The workers' consumer group: the backlog is what it has not committed yet (so a
     /// topic holding earlier rounds can be drained again). Without it, every message of
     /// the topic.
@@ -145,9 +149,10 @@ pub async fn drain(
     timeout: Duration,
     options: &DrainOptions,
 ) -> anyhow::Result<DrainReport> {
-    let backlog = match &options.group {
-        Some(group) => group_lag(brokers, group, &[topic.to_owned()])?,
-        None => backlog(brokers, topic)?,
+    let backlog = match (options.backlog, &options.group) {
+        (Some(n), _) => n,
+        (None, Some(group)) => group_lag(brokers, group, &[topic.to_owned()])?,
+        (None, None) => backlog(brokers, topic)?,
     };
     let (mut cpu_start, mut cpu) = (None, None);
     // A scrape that never answers must not stall the wait: each one gives up after 5 s.

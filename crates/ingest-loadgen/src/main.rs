@@ -79,6 +79,8 @@ enum Command {
     ContactsCeiling(ContactsCeilingArgs),
     /// Wait for a worker to drain the backlog of a topic; report its rate.
     Drain(DrainArgs),
+    /// Print how many messages of the topics a consumer group has not committed yet.
+    Lag(LagArgs),
     /// Search the highest open-loop rate at which the pipeline (gateway, Kafka, worker,
     /// PostgreSQL) accepts everything and accept → visible p99 stays under a limit;
     /// confirm it with a longer run.
@@ -252,6 +254,9 @@ struct RateSearchArgs {
     /// Confirmation runs at most: each failed one lowers the rate by a tenth.
     #[arg(long, default_value_t = 3)]
     confirmations: usize,
+    /// A run at the start rate before the first step, not judged (cold caches).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    warm_up_run: Duration,
     /// Sample one accepted request in this many for end-to-end latency.
     #[arg(long, default_value_t = 10)]
     e2e_every: u64,
@@ -386,14 +391,29 @@ struct DrainArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
     timeout: Duration,
     /// The workers' consumer group: drain only what it has not committed yet (a topic
-    /// that holds earlier rounds). Without it, the whole topic is the backlog.
+    /// that holds earlier rounds; read when the drain starts). Without it, the whole
+    /// topic is the backlog.
     #[arg(long)]
     group: Option<String>,
+    /// The messages to wait for, when known (e.g. what a load just sent, the worker
+    /// having started before the drain could read the group's lag).
+    #[arg(long, conflicts_with = "group")]
+    backlog: Option<u64>,
     /// Measure a process's CPU over the steady window: NAME=PID (repeatable).
     #[arg(long = "watch", value_parser = procwatch::parse_watch)]
     watch: Vec<(String, u32)>,
     #[arg(long)]
     json_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct LagArgs {
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    brokers: String,
+    #[arg(long, env = "INGEST_WORKER_GROUP", default_value = "ingest-worker")]
+    group: String,
+    #[arg(long = "topic", default_values_t = ["ingest.events".to_owned()])]
+    topics: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -520,6 +540,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 &args.project,
                 args.timeout,
                 &drain::DrainOptions {
+                    backlog: args.backlog,
                     group: args.group.clone(),
                     watch: args.watch.clone(),
                 },
@@ -530,6 +551,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 report.backlog, report.total_s, report.steady_rows_per_sec, report.rows_in_database
             );
             output(&report, args.json_out.as_ref())
+        }
+        Command::Lag(args) => {
+            println!(
+                "{}",
+                drain::group_lag(&args.brokers, &args.group, &args.topics)?
+            );
+            Ok(())
         }
         Command::RateSearch(args) => {
             let pool = connect_sampler(&args.database_url).await?;
@@ -546,6 +574,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 precision: args.precision,
                 max_steps: args.max_steps,
                 confirmations: args.confirmations,
+                warm_up_run: args.warm_up_run,
                 e2e_every: args.e2e_every,
                 group: args.group.clone(),
                 brokers: args.brokers.clone(),

@@ -40,6 +40,9 @@ pub struct SearchOptions {
     pub max_steps: usize,
     /// Confirmation runs at most (each failed one lowers the rate by a tenth).
     pub confirmations: usize,
+    /// A run at the start rate before the first step, not judged: the first run after a
+    /// start pays for cold caches (p99 over a second at 6,000 events/s, BENCHMARKS.md).
+    pub warm_up_run: Duration,
     pub e2e_every: u64,
     /// The workers' consumer group and the topics it consumes: to wait for catch-up.
     pub group: String,
@@ -173,6 +176,15 @@ pub async fn search(
     let mut steps = Vec::new();
     // A backlog left by an earlier run would count against the first step.
     catch_up(options).await?;
+    if !options.warm_up_run.is_zero() {
+        let warm = run_step(target, workload, pool, options, rate, options.warm_up_run).await?;
+        eprintln!(
+            "rate search: warm-up at {rate:.0} items/s for {:?} (not judged): p99 {:.0} ms",
+            options.warm_up_run,
+            warm.report.e2e.as_ref().map_or(0.0, |e| e.latency.p99_ms)
+        );
+        catch_up(options).await?;
+    }
     for _ in 0..options.max_steps {
         let step = run_step(target, workload, pool, options, rate, options.step).await?;
         eprintln!(

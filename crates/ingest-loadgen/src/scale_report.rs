@@ -117,8 +117,8 @@ fn render(
         s,
         "Each row: one worker (2 writers) draining a backlog of realistic events into a \
          table already holding *stored* events of the same datasource; *COPY* is raw COPY of \
-         the same rows into the same table at that size (rolled back); CPU per event over \
-         the steady 10–90% of the drain.\n"
+         the same rows into the same table at that size (rolled back); CPU over the steady \
+         10–90% of the drain.\n"
     );
     for ((memory, ids), points) in after {
         table(&mut s, &format!("{memory} memory, {ids} ids"), points);
@@ -144,7 +144,7 @@ fn table(s: &mut String, title: &str, points: &[Point]) {
     let _ = writeln!(s, "#### {title}\n");
     let _ = writeln!(
         s,
-        "| stored | drained rows/s | vs empty | raw COPY rows/s | drain / COPY | PostgreSQL µs CPU/event | worker µs CPU/event |"
+        "| stored | drained rows/s | vs empty | raw COPY rows/s | drain / COPY | PostgreSQL CPU ms / 1,000 events | worker CPU ms / 1,000 events |"
     );
     let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|");
     let first = points.first().map(|p| p.drain.steady_rows_per_sec);
