@@ -4,9 +4,9 @@
 //! - contact writes ([`contacts`]) are folded per user in batch order and applied with a
 //!   few statements for the whole batch, versioned by Kafka offset: a redelivered or
 //!   replayed older write changes nothing;
-//! - events are stored once per (project, datasource, `_event_id`) within the retention
-//!   period, through the deduplication of [`events`]: a redelivered, replayed or retried
-//!   event is a no-op;
+//! - events are stored once per (project, datasource, `_event_id`) within the
+//!   deduplication window, through the deduplication of [`events`]: a redelivered,
+//!   replayed or retried event is a no-op;
 //! - erasures of users ([`erasure`]) are recorded before the batch that carries them and
 //!   completed after it; every batch drops the writes an erasure erases.
 
