@@ -57,11 +57,8 @@ pub struct DrainOptions {
     /// The messages to wait for, when known (e.g. what a load just put into a topic that
     /// holds earlier rounds, before the worker started: reading the group's lag after
     /// its start would miss what it consumed meanwhile).
+    /// Without it, every message of the topic.
     pub backlog: Option<u64>,
-    /// The workers' consumer group: the backlog is what it has not committed yet (so a
-    /// topic holding earlier rounds can be drained again). Without it, every message of
-    /// the topic.
-    pub group: Option<String>,
     /// Processes whose CPU is measured over the steady window (NAME, PID).
     pub watch: Vec<(String, u32)>,
 }
@@ -149,10 +146,9 @@ pub async fn drain(
     timeout: Duration,
     options: &DrainOptions,
 ) -> anyhow::Result<DrainReport> {
-    let backlog = match (options.backlog, &options.group) {
-        (Some(n), _) => n,
-        (None, Some(group)) => group_lag(brokers, group, &[topic.to_owned()])?,
-        (None, None) => backlog(brokers, topic)?,
+    let backlog = match options.backlog {
+        Some(n) => n,
+        None => backlog(brokers, topic)?,
     };
     let (mut cpu_start, mut cpu) = (None, None);
     // A scrape that never answers must not stall the wait: each one gives up after 5 s.

@@ -73,7 +73,7 @@ enum Command {
     CopyCeiling(CopyArgs),
     /// Bulk-load events with the worker's own persistence (large batches sorted by id):
     /// a table already holding N events for the size benchmarks.
-    Prefill(PrefillArgs),
+    Prefill(prefill::PrefillArgs),
     /// Set-based upserts of contact writes into the `contacts` table with the worker's
     /// merge semantics, under a project of its own: the worker's contacts ceiling.
     ContactsCeiling(ContactsCeilingArgs),
@@ -322,29 +322,6 @@ struct CopyArgs {
 }
 
 #[derive(Debug, Args)]
-struct PrefillArgs {
-    #[arg(long, env = "DATABASE_URL")]
-    database_url: String,
-    #[command(flatten)]
-    workload: WorkloadArgs,
-    /// Events to write.
-    #[arg(long)]
-    events: u64,
-    /// Events per batch (one transaction each).
-    #[arg(long, default_value_t = 100_000)]
-    chunk: usize,
-    /// Batches written at once.
-    #[arg(long, default_value_t = 2)]
-    connections: usize,
-    #[arg(long)]
-    project: String,
-    #[arg(long)]
-    datasource: String,
-    #[arg(long)]
-    json_out: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
 struct ContactsCeilingArgs {
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
@@ -390,14 +367,9 @@ struct DrainArgs {
     project: String,
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
     timeout: Duration,
-    /// The workers' consumer group: drain only what it has not committed yet (a topic
-    /// that holds earlier rounds; read when the drain starts). Without it, the whole
-    /// topic is the backlog.
+    /// The messages to wait for (e.g. `ingest-loadgen lag` read before the worker
+    /// started, on a topic holding earlier rounds). Without it, the whole topic.
     #[arg(long)]
-    group: Option<String>,
-    /// The messages to wait for, when known (e.g. what a load just sent, the worker
-    /// having started before the drain could read the group's lag).
-    #[arg(long, conflicts_with = "group")]
     backlog: Option<u64>,
     /// Measure a process's CPU over the steady window: NAME=PID (repeatable).
     #[arg(long = "watch", value_parser = procwatch::parse_watch)]
@@ -496,23 +468,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             output(&report, args.json_out.as_ref())
         }
-        Command::Prefill(args) => {
-            let pool = connect(&args.database_url).await?;
-            let report = prefill::prefill(
-                &pool,
-                &args.workload.workload(),
-                (&args.project, &args.datasource),
-                args.events,
-                args.chunk,
-                args.connections,
-            )
-            .await?;
-            eprintln!(
-                "prefill: {} events in {:.0} s ({:.0} events/s)",
-                report.events, report.duration_s, report.events_per_sec
-            );
-            output(&report, args.json_out.as_ref())
-        }
+        Command::Prefill(args) => prefill::run(args).await,
         Command::ContactsCeiling(args) => {
             let pool = connect(&args.database_url).await?;
             let report = ceiling::contacts(
@@ -541,7 +497,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 args.timeout,
                 &drain::DrainOptions {
                     backlog: args.backlog,
-                    group: args.group.clone(),
                     watch: args.watch.clone(),
                 },
             )

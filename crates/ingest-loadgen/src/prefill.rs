@@ -10,7 +10,10 @@
 
 use std::time::Instant;
 
+use std::path::PathBuf;
+
 use anyhow::Context;
+use clap::Args;
 use ingest_types::{Envelope, Operation};
 use ingest_worker::persist::Batch;
 use serde::{Deserialize, Serialize};
@@ -18,6 +21,48 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use crate::workload::{IdKind, Workload};
+
+#[derive(Debug, Args)]
+pub struct PrefillArgs {
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    #[command(flatten)]
+    workload: crate::WorkloadArgs,
+    /// Events to write.
+    #[arg(long)]
+    events: u64,
+    /// Events per batch (one transaction each).
+    #[arg(long, default_value_t = 100_000)]
+    chunk: usize,
+    /// Batches written at once.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    #[arg(long)]
+    project: String,
+    #[arg(long)]
+    datasource: String,
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+/// `ingest-loadgen prefill`: fills, reports, writes the report.
+pub async fn run(args: PrefillArgs) -> anyhow::Result<()> {
+    let pool = crate::connect(&args.database_url).await?;
+    let report = prefill(
+        &pool,
+        &args.workload.workload(),
+        (&args.project, &args.datasource),
+        args.events,
+        args.chunk,
+        args.connections,
+    )
+    .await?;
+    eprintln!(
+        "prefill: {} events in {:.0} s ({:.0} events/s)",
+        report.events, report.duration_s, report.events_per_sec
+    );
+    crate::output(&report, args.json_out.as_ref())
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrefillReport {

@@ -344,27 +344,28 @@ pub async fn check_replay_from(pool: &PgPool, from: DateTime<Utc>) -> anyhow::Re
         )
         .fetch_one(pool)
         .await?;
-    if let Some(forgotten_before) = forgotten_before {
-        let earliest = forgotten_before + REPLAY_MARGIN;
+    let horizons = [
+        (
+            forgotten_before,
+            "deduplication",
+            "the ids of events received before {} were forgotten (the deduplication window \
+             has passed them), and replaying from there would store those events again",
+        ),
+        (
+            purged_before,
+            "tombstone",
+            "tombstones of contacts deleted before {} were purged, and replaying from there \
+             could bring deleted contacts back",
+        ),
+    ];
+    for (horizon, name, lost) in horizons {
+        let Some(horizon) = horizon else { continue };
+        let earliest = horizon + REPLAY_MARGIN;
         anyhow::ensure!(
             from >= earliest,
-            "--from {} is before the deduplication horizon: the ids of events received before \
-             {} were forgotten (the deduplication window has passed them), and replaying from \
-             there would store those events again; the earliest allowed --from is {}",
+            "--from {} is before the {name} horizon: {}; the earliest allowed --from is {}",
             from.to_rfc3339(),
-            forgotten_before.to_rfc3339(),
-            earliest.to_rfc3339()
-        );
-    }
-    if let Some(purged_before) = purged_before {
-        let earliest = purged_before + REPLAY_MARGIN;
-        anyhow::ensure!(
-            from >= earliest,
-            "--from {} is before the tombstone horizon: tombstones of contacts deleted before {} \
-             were purged, and replaying from there could bring deleted contacts back; the \
-             earliest allowed --from is {}",
-            from.to_rfc3339(),
-            purged_before.to_rfc3339(),
+            lost.replace("{}", &horizon.to_rfc3339()),
             earliest.to_rfc3339()
         );
     }

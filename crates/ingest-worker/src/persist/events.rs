@@ -45,7 +45,7 @@ pub const COPY_EVENTS: &str = "COPY events (project, datasource, event_id, user_
 type EventKey = (String, String, String);
 
 /// The 16 bytes an event id is deduplicated by in `event_ids` (migration
-/// `20261206000001_compact_event_ids.sql`, whose `ingest_event_key` computes the same in
+/// `20261206000001_dedup_window.sql`, whose `ingest_event_key` computes the same in
 /// SQL): a UUID in canonical form whose version digit is not 8 is itself; any other id is
 /// the first 16 bytes of the SHA-256 of `ingest:event-id:` and the id, with the version
 /// (8) and variant bits of a UUIDv8. The two never meet: a UUID kept as itself never has
