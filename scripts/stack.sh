@@ -41,6 +41,8 @@
 #   INGEST_PG_MEMORY              production (default: shared_buffers a quarter of the
 #                                 memory, large and compressed checkpoints) or small
 #                                 (the same with 256 MB of shared buffers)
+#   INGEST_PG_OPTIONS             more server settings, e.g. "-c shared_preload_libraries=
+#                                 pg_stat_statements" for a diagnosis (default none)
 #   KAFKA_HEAP                    heap flags per node (default "-Xms512m -Xmx512m" for
 #                                 one node, "-Xms384m -Xmx384m" each for three)
 #
@@ -613,6 +615,9 @@ pg_start() {
   opts+=" -c max_connections=200 $(pg_memory_settings)"
   # pg_ctl hands -o to /bin/sh, so single quotes survive.
   opts+=" -c log_min_duration_statement=1000 -c log_line_prefix='%m [%p] %q%u@%d '"
+  # INGEST_PG_OPTIONS: more settings, e.g. for a diagnosis
+  # ("-c shared_preload_libraries=pg_stat_statements").
+  opts+=" ${INGEST_PG_OPTIONS:-}"
   pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 -o "$opts" start >/dev/null \
     || { tail -n 30 "$PG_LOG" >&2; die "postgres: failed to start"; }
   pg_pid >"$PG_PID_FILE" 2>/dev/null || true

@@ -41,8 +41,8 @@ pub struct Batch {
     /// The (project, datasource) pairs written to, sorted: their erasure locks are held
     /// shared by the transaction.
     datasources: Vec<(String, String)>,
-    /// The Kafka partitions (`topic/partition`) the contact writes came from, locked for
-    /// the transaction (see [`Batch::locking_partitions`]).
+    /// The Kafka partitions (`topic/partition`) the batch came from, locked for the
+    /// transaction (see [`Batch::locking_partitions`]).
     partition_locks: Vec<String>,
 }
 
@@ -95,19 +95,21 @@ impl Batch {
         batch
     }
 
-    /// Makes the transaction hold a lock per Kafka partition of the batch's contact
-    /// writes. A partition has one owner at a time, except during a rebalance: the old
-    /// owner may still be writing a batch it read before its partitions were revoked
-    /// while the new owner writes the same messages again. The version guards need each
-    /// writer to see the other's committed rows and tombstones (with both transactions
-    /// open, a delete can miss an upsert's row and the upsert the delete's tombstone, and
-    /// a deleted contact would come back); the lock orders the two transactions. A worker
-    /// that owns its partitions never waits for it.
+    /// Makes the transaction hold a lock per Kafka partition of the batch. A partition
+    /// has one owner at a time, except during a rebalance: the old owner may still be
+    /// writing a batch it read before its partitions were revoked while the new owner
+    /// writes the same messages again. Each writer must see the other's committed rows:
+    /// for contacts, the version guards (with both transactions open, a delete can miss
+    /// an upsert's row and the upsert the delete's tombstone, and a deleted contact would
+    /// come back); for events, the deduplication (an event and its retry in two
+    /// generations have no unique index between them, and both would be stored). The
+    /// lock orders the two transactions. A worker that owns its partitions never waits
+    /// for it.
     pub fn locking_partitions<'a>(
         mut self,
         partitions: impl IntoIterator<Item = (&'a str, i32)>,
     ) -> Self {
-        if !self.contacts.is_empty() {
+        if !self.contacts.is_empty() || self.events.len() > 0 {
             let distinct: std::collections::BTreeSet<_> = partitions.into_iter().collect();
             self.partition_locks = distinct
                 .into_iter()

@@ -256,3 +256,51 @@ async fn duplicates_inside_one_batch_keep_the_first() {
     assert_eq!(stored(&db.pool, "d").await[0].1, 1);
     assert_eq!(stored(&db.pool, "x").await.len(), 1);
 }
+
+/// During a rebalance two workers can write the same partition at once: the old owner a
+/// batch it read before the partition was revoked, the new owner the same messages and
+/// more. If an event and its retry then land in two generations, no unique index stands
+/// between the two transactions; the partition's lock orders them, so the second one finds
+/// the first one's copy. Both are held up here (behind an erasure of the datasource,
+/// which each batch waits for after taking its partition's lock) and then let go at once.
+#[tokio::test]
+async fn copies_in_two_generations_written_at_once_by_two_owners_are_stored_once() {
+    let db = PrivateDatabase::create().await;
+    let boundary = Utc::now() - TimeDelta::hours(1);
+    first_generation_until(&db.pool, boundary).await;
+    let (before, after) = (
+        boundary - TimeDelta::minutes(1),
+        boundary + TimeDelta::minutes(1),
+    );
+    ensure_day_partitions(&db.pool, &[before, after]).await;
+    // Makes the second generation, so that neither transaction below has to.
+    persist(&db.pool, &[event("unrelated", 0, after)]).await;
+
+    let mut erasing = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('ingest-erasure:p/web', 0))")
+        .execute(&mut *erasing)
+        .await
+        .unwrap();
+    let owner = |n: i64, at: DateTime<Utc>| {
+        let pool = db.pool.clone();
+        tokio::spawn(async move {
+            let envelopes = [event("raced", n, at)];
+            Batch::from_envelopes(envelopes.iter().map(|e| (n, e)))
+                .locking_partitions([("ingest.events", 5)])
+                .persist(&pool)
+                .await
+        })
+    };
+    let old_owner = owner(1, before);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let new_owner = owner(2, after);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    erasing.commit().await.unwrap();
+    old_owner.await.unwrap().unwrap();
+    new_owner.await.unwrap().unwrap();
+    assert_eq!(
+        stored(&db.pool, "raced").await,
+        vec![(partition(before), 1)],
+        "stored once, the first owner's copy"
+    );
+}
