@@ -12,10 +12,13 @@
 #   --backlog events in each drained backlog (default 2000000)
 #   --sustained  after the curves, on a new stack (production memory, v4 ids): the highest
 #             open-loop rate with accept → visible p99 under 1 s (a minute at the start rate
-#             not judged, to warm the caches; then steps of 30 s from SCALE_START_RATE,
-#             20,000 events/s, up by a quarter, then bisection), then a
-#             confirmation run of DURATION (e.g. 30m) that must hold the limit in every
-#             minute; gateway and worker RSS every 10 s. About DURATION + 10 minutes.
+#             not judged, to warm the caches; then four steps of SCALE_STEP, 2 minutes,
+#             from SCALE_START_RATE, 15,000 events/s, up by a fifth until one fails, then
+#             bisection), then a confirmation run of DURATION (e.g. 30m) that must hold
+#             the limit in every minute; gateway and worker RSS every 10 s. About
+#             DURATION + 15 minutes. (Steps of 30 s passed rates that a longer run did
+#             not hold: a backlog growing by a few hundred events a second takes minutes
+#             to show.)
 #   --no-curves  only the sustained run
 #   --out     results directory (default target/bench/scale)
 # INGEST_BIN_DIR: run the release binaries in that directory instead of building
@@ -160,9 +163,9 @@ if [ -n "$sustained" ]; then
   start_release ingest-worker "http://127.0.0.1:$WORKER_PORT/readyz" "$LOGS/worker.log"
   worker_pid=$STARTED_PID
   "$BIN/ingest-loadgen" rate-search --url "http://127.0.0.1:$GATEWAY_PORT" --project bench \
-    --datasource web --connections 64 --warm-up-run 60s --step 30s --confirm "$sustained" \
-    --max-steps 6 --confirmations 1 \
-    --start-rate "${SCALE_START_RATE:-20000}" --max-rate 60000 --growth 1.25 \
+    --datasource web --connections 64 --warm-up-run 60s --step "${SCALE_STEP:-2m}" --confirm "$sustained" \
+    --max-steps 4 --confirmations 1 \
+    --start-rate "${SCALE_START_RATE:-15000}" --max-rate 60000 --growth 1.2 \
     --watch "gateway=$gateway_pid" --watch "worker=$worker_pid" --watch "kafka=$kafka_pid" \
     --watch "postgres=$postgres_pid" --json-out "$out/sustained.json"
   psql "$DATABASE_URL" -tAc "SELECT 'scale: ' || count(*) || ' events stored after the sustained run'
