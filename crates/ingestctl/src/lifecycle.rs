@@ -1,14 +1,18 @@
-//! `ingestctl retention show|set` and `ingestctl maintain`: the data lifecycle settings,
-//! what the workers' maintenance job (`ingest_worker::lifecycle`) did and will do next,
-//! and the replay guard that keeps a purge from resurrecting deleted contacts.
+//! The data lifecycle: `ingestctl retention show|set`, `ingestctl partitions` and
+//! `ingestctl maintain`: the lifecycle settings, the partitions and generations retention
+//! drops, and what the workers' maintenance job (`ingest_worker::lifecycle`) did and will
+//! do next; with their arguments, queries and output.
+
+use std::io::{self, Write};
 
 use chrono::{DateTime, Utc};
-
 use clap::Subcommand;
 use ingest_worker::lifecycle::partitions::DEDUP_GRACE;
 use ingest_worker::lifecycle::REPLAY_MARGIN;
 use serde::Serialize;
 use sqlx::PgPool;
+
+use crate::output::{bytes, table, time, time_or_dash, Output};
 
 #[derive(Debug, Subcommand)]
 pub enum RetentionCommand {
@@ -36,6 +40,63 @@ pub enum RetentionCommand {
         #[arg(long)]
         dedup_window_hours: Option<i32>,
     },
+}
+
+pub async fn run_retention(
+    pool: &PgPool,
+    out: Output,
+    command: RetentionCommand,
+) -> anyhow::Result<()> {
+    let r = match command {
+        RetentionCommand::Show => show(pool).await?,
+        RetentionCommand::Set {
+            events_days,
+            tombstone_days,
+            dedup_window_hours,
+            yes,
+        } => {
+            let settings = Settings {
+                events_days,
+                tombstone_days,
+                dedup_window_hours,
+            };
+            set(pool, settings, yes).await?
+        }
+    };
+    out.print(&r, |w| print_retention(w, &r))
+}
+
+pub async fn run_partitions(pool: &PgPool, out: Output) -> anyhow::Result<()> {
+    let p = partitions(pool).await?;
+    out.print(&p, |w| print_partitions(w, &p))
+}
+
+/// Runs the workers' maintenance job now.
+pub async fn run_maintain(pool: &PgPool, out: Output) -> anyhow::Result<()> {
+    let report = ingest_worker::lifecycle::maintain(pool, Utc::now()).await?;
+    out.print(&report, |w| {
+        if !report.ran {
+            return writeln!(w, "skipped: another maintenance run holds the lock");
+        }
+        let list = |l: &[String]| {
+            if l.is_empty() {
+                "-".to_owned()
+            } else {
+                l.join(", ")
+            }
+        };
+        writeln!(
+            w,
+            "partitions created: {}",
+            list(&report.partitions.created)
+        )?;
+        writeln!(
+            w,
+            "partitions dropped: {}",
+            list(&report.partitions.dropped)
+        )?;
+        writeln!(w, "tombstones purged: {}", report.tombstones_purged)
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -156,23 +217,23 @@ pub async fn partitions(pool: &PgPool) -> anyhow::Result<Vec<Partition>> {
     Ok(partitions)
 }
 
-pub fn print_partitions(partitions: &[Partition]) {
-    let t = |t: &Option<DateTime<Utc>>| t.as_ref().map_or_else(|| "-".to_owned(), crate::time);
+fn print_partitions(w: &mut dyn Write, partitions: &[Partition]) -> io::Result<()> {
     let rows = partitions
         .iter()
         .map(|p| {
             vec![
                 p.table.to_owned(),
                 p.name.clone(),
-                t(&p.from),
-                t(&p.until),
+                time_or_dash(p.from.as_ref()),
+                time_or_dash(p.until.as_ref()),
                 p.rows_estimate.to_string(),
                 bytes(p.bytes),
-                t(&p.drops_at),
+                time_or_dash(p.drops_at.as_ref()),
             ]
         })
         .collect();
-    crate::table(
+    table(
+        w,
         &[
             "TABLE",
             "PARTITION",
@@ -184,15 +245,7 @@ pub fn print_partitions(partitions: &[Partition]) {
         ],
         rows,
         "no partitions",
-    );
-}
-
-fn bytes(n: i64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n => format!("{} KiB", n / 1024),
-    }
+    )
 }
 
 pub async fn show(pool: &PgPool) -> anyhow::Result<Retention> {
@@ -332,86 +385,51 @@ pub async fn set(pool: &PgPool, settings: Settings, yes: bool) -> anyhow::Result
     show(pool).await
 }
 
-/// Refuses a replay that starts before the purge horizon (plus a margin for clocks): the
-/// tombstones that would stop a replayed old upsert from bringing a deleted contact back
-/// may be gone.
-pub async fn check_replay_from(pool: &PgPool, from: DateTime<Utc>) -> anyhow::Result<()> {
-    let (purged_before, forgotten_before): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        sqlx::query_as(
-            "SELECT CASE WHEN isfinite(tombstones_purged_before) THEN tombstones_purged_before END,
-                    CASE WHEN isfinite(event_ids_dropped_before) THEN event_ids_dropped_before END
-               FROM lifecycle_state",
-        )
-        .fetch_one(pool)
-        .await?;
-    let horizons = [
-        (
-            forgotten_before,
-            "deduplication",
-            "the ids of events received before {} were forgotten (the deduplication window \
-             has passed them), and replaying from there would store those events again",
-        ),
-        (
-            purged_before,
-            "tombstone",
-            "tombstones of contacts deleted before {} were purged, and replaying from there \
-             could bring deleted contacts back",
-        ),
-    ];
-    for (horizon, name, lost) in horizons {
-        let Some(horizon) = horizon else { continue };
-        let earliest = horizon + REPLAY_MARGIN;
-        anyhow::ensure!(
-            from >= earliest,
-            "--from {} is before the {name} horizon: {}; the earliest allowed --from is {}",
-            from.to_rfc3339(),
-            lost.replace("{}", &horizon.to_rfc3339()),
-            earliest.to_rfc3339()
-        );
-    }
-    Ok(())
-}
-
-pub fn print_retention(r: &Retention) {
-    let t = |t: &Option<DateTime<Utc>>| t.as_ref().map_or_else(|| "-".to_owned(), crate::time);
-    println!("events retention:    {} days", r.events_retention_days);
-    println!("events dropped before {}", t(&r.events_dropped_before));
+fn print_retention(w: &mut dyn Write, r: &Retention) -> io::Result<()> {
+    let t = |t: &Option<DateTime<Utc>>| time_or_dash(t.as_ref());
+    writeln!(w, "events retention:    {} days", r.events_retention_days)?;
+    writeln!(w, "events dropped before {}", t(&r.events_dropped_before))?;
     match &r.next_drop {
-        Some(p) => println!(
+        Some(p) => writeln!(
+            w,
             "next drop:           {} ({}, ~{} rows) at {}",
             p.name,
             bytes(p.bytes),
             p.rows_estimate,
             t(&p.drops_at)
-        ),
-        None => println!("next drop:           -"),
+        )?,
+        None => writeln!(w, "next drop:           -")?,
     }
-    println!(
+    writeln!(
+        w,
         "dedup window:        {} hours (ids forgotten before {})",
         r.dedup_window_hours,
         t(&r.event_ids_dropped_before)
-    );
-    println!(
+    )?;
+    writeln!(
+        w,
         "tombstone horizon:   {} days (set {})",
         r.tombstone_horizon_days,
-        crate::time(&r.settings_updated_at)
-    );
-    println!("tombstones:          {}", r.tombstones);
-    println!("purged before:       {}", t(&r.tombstones_purged_before));
-    println!(
+        time(&r.settings_updated_at)
+    )?;
+    writeln!(w, "tombstones:          {}", r.tombstones)?;
+    writeln!(w, "purged before:       {}", t(&r.tombstones_purged_before))?;
+    writeln!(
+        w,
         "earliest replay:     {}",
         r.earliest_replay_from
             .as_ref()
-            .map_or_else(|| "any".to_owned(), crate::time)
-    );
-    println!("due at the next run: {} tombstones", r.tombstones_due);
-    println!("next due:            {}", t(&r.next_tombstone_due_at));
-    println!(
+            .map_or_else(|| "any".to_owned(), time)
+    )?;
+    writeln!(w, "due at the next run: {} tombstones", r.tombstones_due)?;
+    writeln!(w, "next due:            {}", t(&r.next_tombstone_due_at))?;
+    writeln!(
+        w,
         "last run:            started {}, finished {}{}",
         t(&r.last_run_started_at),
         t(&r.last_run_finished_at),
         r.last_run_error
             .as_ref()
             .map_or_else(String::new, |e| format!(", failed: {e}"))
-    );
+    )
 }
