@@ -1,9 +1,16 @@
 //! Everything `ingestctl` prints on stdout goes through here: one JSON document with
 //! `--json`, text otherwise, with the text's tables and its formats for times and sizes.
+//!
+//! A closed stdout is not an error. `ingestctl ... | head -1` or `| grep -q x` closes the
+//! pipe as soon as the reader has what it wants; a write then fails with `BrokenPipe`
+//! (Rust ignores SIGPIPE, so the process is not killed), and that failure becomes
+//! [`Closed`], which `main` turns into a quiet, successful exit. Resetting SIGPIPE to its
+//! default would end the process by the signal instead, but takes `unsafe` (denied in
+//! this workspace) and makes the shell report status 141, which fails a pipeline under
+//! `set -o pipefail` for a reader that only stopped early.
 
 use std::io::{self, Write};
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -29,12 +36,19 @@ impl Output {
     }
 }
 
-/// Runs `f` on the locked stdout and flushes it.
+/// Stdout was closed by its reader: nothing more to say, and nothing failed.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed")]
+pub struct Closed;
+
+/// Runs `f` on the locked stdout and flushes it; a closed pipe is [`Closed`].
 pub fn write(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> anyhow::Result<()> {
     let mut stdout = io::stdout().lock();
-    f(&mut stdout)
-        .and_then(|()| stdout.flush())
-        .context("writing to stdout")
+    match f(&mut stdout).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(Closed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to stdout")),
+    }
 }
 
 /// Left-aligned columns separated by two spaces; `empty` when there are no rows.

@@ -1,11 +1,14 @@
 //! The CLI as a whole, with the real binary (against the real database where a command
-//! needs one): usage errors, help, and `--json` for every command.
+//! needs one): usage errors, help, `--json` for every command, and a closed stdout.
 //! Every test uses ids of its own, so tests can run in parallel and again.
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
 use common::{ok, ok_json, run};
-use ingest_testkit::unique;
+use ingest_testkit::{unique, PrivateDatabase};
 use serde_json::Value;
 
 #[test]
@@ -147,5 +150,42 @@ fn help_for_every_command() {
     let help = ok(&["spec", "parameter", "set", "--help"]);
     for needle in ["--type", "boolean", "--multivalue", "1-100", "--required"] {
         assert!(help.contains(needle), "{needle}: {help}");
+    }
+}
+
+/// A reader that stops early (`ingestctl ... | head -1`) closes stdout under the
+/// command: it ends quietly and successfully, as command-line tools do, with no panic
+/// about the broken pipe, in text and in JSON.
+#[tokio::test]
+async fn a_closed_stdout_ends_the_command_quietly() {
+    // Far more output than a pipe holds, so the command is still writing when it closes.
+    let db = PrivateDatabase::create().await;
+    sqlx::query("INSERT INTO projects (id) SELECT 'p' || g FROM generate_series(1, 10000) g")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for args in [&["project", "list"][..], &["--json", "project", "list"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ingestctl"))
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running ingestctl");
+        let mut first = String::new();
+        // Reads one line, then drops the pipe's only reader.
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!first.is_empty(), "{args:?}: nothing on stdout");
+        assert!(
+            out.status.success(),
+            "{args:?} exited with {}: {stderr}",
+            out.status
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
     }
 }
