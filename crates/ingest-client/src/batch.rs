@@ -17,9 +17,20 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::client::{Cmd, Core};
-use crate::deliver::{contact_lane, deliver, Batch, Endpoint};
-use crate::outcome::{Kind, Pending};
+use crate::deliver::{contact_lane, deliver, Batch};
+use crate::outcome::Kind;
+use crate::pending::Pending;
+use crate::shared::{Core, Endpoint};
+
+/// What the enqueue calls and `flush()`/`close()` tell the dispatcher.
+pub(crate) enum Cmd {
+    Item(Pending),
+    /// Send every open batch now, and any later-arriving item of a sequence number up
+    /// to this one at once.
+    Flush(u64),
+    /// Stop: send what is open and finish the deliveries.
+    Close,
+}
 
 /// A batch being filled.
 #[derive(Default)]
@@ -248,10 +259,10 @@ mod tests {
     use serde_json::json;
     use tokio::time::Instant;
 
+    use crate::outcome::Status;
     use crate::testing::{accepting, client, contact, event, ids, items};
     use crate::transport::fake::{self, Fake};
     use crate::transport::{Method, Request};
-    use crate::Status;
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_is_sent_when_it_holds_max_batch_items() {

@@ -1,36 +1,24 @@
-//! The [`Client`]: the enqueue calls, `flush()`, `close()` and `stats()`, and the state
-//! its tasks share ([`Core`]).
+//! The [`Client`]: `build()`, the enqueue calls, `flush()`, `close()` and `stats()`. The
+//! state its tasks share is `shared.rs`.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, Semaphore, SemaphorePermit, TryAcquireError};
+use tokio::sync::{mpsc, TryAcquireError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::batch::Dispatcher;
+use crate::batch::{Cmd, Dispatcher};
 use crate::config::{ClientBuilder, Config, Overflow};
-use crate::deliver::Endpoint;
-use crate::outcome::{immediate, DeliveryHandle, FieldErrors, Kind, Outcome, Pending, Status};
-use crate::stats::{Counters, Stats};
+use crate::error::Error;
+use crate::outcome::{DeliveryHandle, FieldErrors, Kind, Status};
+use crate::pending::{immediate, Pending};
+use crate::shared::{lock, Core};
+use crate::stats::Stats;
 use crate::transport::Transport;
-use crate::Error;
-
-/// What the enqueue calls and `flush()`/`close()` tell the dispatcher.
-pub(crate) enum Cmd {
-    Item(Pending),
-    /// Send every open batch now, and any later-arriving item of a sequence number up
-    /// to this one at once.
-    Flush(u64),
-    /// Stop: send what is open and finish the deliveries.
-    Close,
-}
 
 /// A client of one datasource. Cheap to clone (the clones share one queue); made with
 /// [`Client::builder`]. Call [`Client::close`] before the program ends, or whatever is
@@ -64,171 +52,6 @@ pub struct CloseReport {
     pub abandoned: u64,
 }
 
-/// The state the client's tasks share.
-pub(crate) struct Core {
-    pub config: Config,
-    pub transport: Arc<dyn Transport>,
-    pub counters: Counters,
-    /// Cancelled by `close()` once its timeout passed (or everything was reported):
-    /// whatever is still undelivered is then reported `failed`.
-    pub cancel: CancellationToken,
-    /// Items reported "closed before delivery".
-    pub abandoned: AtomicU64,
-    pub events_url: String,
-    pub contacts_url: String,
-    /// `DELETE` URLs: this plus the percent-encoded user id.
-    delete_prefix: String,
-    /// Event requests in flight.
-    in_flight: Semaphore,
-    /// Room in the queue: one permit per item held.
-    queue: Arc<Semaphore>,
-    tracker: Mutex<Tracker>,
-    /// Per endpoint: no request starts before this (a 429 pauses the whole endpoint).
-    pauses: Mutex<[Option<Instant>; 3]>,
-}
-
-/// Which items are not reported yet, for `flush()` and `close()`.
-#[derive(Default)]
-struct Tracker {
-    closed: bool,
-    next_seq: u64,
-    outstanding: BTreeSet<u64>,
-    /// `flush()` calls waiting until every item up to a sequence number is reported.
-    waiters: Vec<(u64, oneshot::Sender<()>)>,
-}
-
-/// Everything but `A-Z a-z 0-9 - . _ ~` (RFC 3986's unreserved characters).
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-fn segment(text: &str) -> String {
-    utf8_percent_encode(text, PATH_SEGMENT).to_string()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl Core {
-    fn new(config: Config, transport: Arc<dyn Transport>) -> Self {
-        let stream = format!(
-            "{}/v1/project/{}/datasource/{}/stream",
-            config.base_url,
-            segment(&config.project),
-            segment(&config.datasource)
-        );
-        let sync = if config.sync { "?_sync" } else { "" };
-        Self {
-            events_url: format!("{stream}/events{sync}"),
-            contacts_url: format!("{stream}/contacts{sync}"),
-            delete_prefix: format!("{stream}/contacts/"),
-            in_flight: Semaphore::new(config.max_in_flight),
-            queue: Arc::new(Semaphore::new(config.max_queue_items)),
-            transport,
-            counters: Counters::default(),
-            cancel: CancellationToken::new(),
-            abandoned: AtomicU64::new(0),
-            tracker: Mutex::default(),
-            pauses: Mutex::default(),
-            config,
-        }
-    }
-
-    /// `DELETE /stream/contacts/{user_id}` (percent-encoded). The delete endpoint has no
-    /// `?_sync`.
-    pub fn delete_url(&self, user_id: &str) -> String {
-        format!("{}{}", self.delete_prefix, segment(user_id))
-    }
-
-    /// Reports one outcome: counters, the callback, `flush()`'s bookkeeping. `seq` is the
-    /// item's sequence number when it was queued.
-    pub fn report(&self, outcome: &Outcome, seq: Option<u64>) {
-        let queued = !matches!(outcome.status, Status::Dropped { .. });
-        self.counters.outcome(&outcome.status, queued);
-        if let Some(callback) = &self.config.on_delivery {
-            let call = std::panic::AssertUnwindSafe(|| callback(outcome));
-            if std::panic::catch_unwind(call).is_err() {
-                tracing::error!("the on_delivery callback panicked");
-            }
-        }
-        if let Some(seq) = seq {
-            let mut tracker = lock(&self.tracker);
-            tracker.outstanding.remove(&seq);
-            let lowest = tracker.outstanding.first().copied().unwrap_or(u64::MAX);
-            let mut i = 0;
-            while i < tracker.waiters.len() {
-                if tracker.waiters[i].0 < lowest {
-                    let (_, waiter) = tracker.waiters.swap_remove(i);
-                    let _ = waiter.send(());
-                } else {
-                    i += 1;
-                }
-            }
-        }
-    }
-
-    /// A waiter resolved once every item enqueued so far is reported, and the highest
-    /// sequence number it covers; `None` when nothing is outstanding.
-    fn wait_for_all(&self, close: bool) -> Option<(u64, oneshot::Receiver<()>)> {
-        let mut tracker = lock(&self.tracker);
-        tracker.closed |= close;
-        let upto = tracker.next_seq.checked_sub(1)?;
-        if tracker
-            .outstanding
-            .first()
-            .is_none_or(|&lowest| lowest > upto)
-        {
-            return None;
-        }
-        let (sender, receiver) = oneshot::channel();
-        tracker.waiters.push((upto, sender));
-        Some((upto, receiver))
-    }
-
-    pub fn paused_until(&self, endpoint: Endpoint) -> Option<Instant> {
-        lock(&self.pauses)[endpoint as usize]
-    }
-
-    /// No request to `endpoint` starts before `until` (extends, never shortens, a pause).
-    pub fn pause(&self, endpoint: Endpoint, until: Instant) {
-        let mut pauses = lock(&self.pauses);
-        let slot = &mut pauses[endpoint as usize];
-        *slot = Some(slot.map_or(until, |current| current.max(until)));
-    }
-
-    /// Waits until a request to `endpoint` may start: its pause is over and, for events,
-    /// one of the `max_in_flight` slots is free (held by the returned permit).
-    pub async fn admit(&self, endpoint: Endpoint) -> Option<SemaphorePermit<'_>> {
-        loop {
-            if let Some(until) = self.paused_until(endpoint) {
-                if until > Instant::now() {
-                    tokio::time::sleep_until(until).await;
-                    continue;
-                }
-            }
-            let permit = match endpoint {
-                Endpoint::Events => Some(
-                    self.in_flight
-                        .acquire()
-                        .await
-                        .expect("the in-flight semaphore is never closed"),
-                ),
-                Endpoint::Contacts | Endpoint::ContactsDelete => None,
-            };
-            // A 429 met by another request while this one waited for its slot.
-            match self.paused_until(endpoint) {
-                Some(until) if until > Instant::now() => drop(permit),
-                _ => return permit,
-            }
-        }
-    }
-}
-
 impl Client {
     /// A builder with the defaults of docs/clients.md.
     pub fn builder(
@@ -240,7 +63,7 @@ impl Client {
         ClientBuilder::new(base_url, project, datasource, token)
     }
 
-    pub(crate) fn start(config: Config, transport: Arc<dyn Transport>) -> Result<Self, Error> {
+    fn start(config: Config, transport: Arc<dyn Transport>) -> Result<Self, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let core = Arc::new(Core::new(config, transport));
         let (commands, receiver) = mpsc::unbounded_channel();
@@ -260,7 +83,7 @@ impl Client {
     /// deduplicated by the server.
     ///
     /// Completes once the item is queued (under [`Overflow::Block`] it waits for room);
-    /// the returned handle resolves to the item's [`Outcome`].
+    /// the returned handle resolves to the item's [`Outcome`](crate::Outcome).
     pub async fn track(&self, event: impl Into<Value>) -> DeliveryHandle {
         let mut event = event.into();
         if let Some(object) = event.as_object_mut() {
@@ -317,14 +140,11 @@ impl Client {
         let Some(slot) = slot else {
             return drop_item(core, kind, item, "client closed");
         };
-        let mut tracker = lock(&core.tracker);
-        if tracker.closed {
+        let mut tracker = core.tracker();
+        let Some(seq) = tracker.register() else {
             drop(tracker);
             return drop_item(core, kind, item, "client closed");
-        }
-        let seq = tracker.next_seq;
-        tracker.next_seq += 1;
-        tracker.outstanding.insert(seq);
+        };
         core.counters.enqueued();
         let (pending, handle) = Pending::new(core.clone(), seq, kind, item, encoded, slot);
         // Sent under the lock: `close()` marks the tracker closed under it too, so every
@@ -388,6 +208,15 @@ impl Client {
     }
 }
 
+impl ClientBuilder {
+    /// Checks the options and starts the client's background task (call it inside a
+    /// Tokio runtime).
+    pub fn build(self) -> Result<Client, Error> {
+        let (config, transport) = self.finish()?;
+        Client::start(config, transport)
+    }
+}
+
 /// An item refused before it is queued (the server would refuse it too): `rejected`.
 fn refuse(core: &Core, kind: Kind, item: Value, message: &str) -> DeliveryHandle {
     core.counters.enqueued();
@@ -425,6 +254,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
+    use crate::outcome::Outcome;
     use crate::testing::{accepting, client, client_with_log, contact, event, ids};
     use crate::transport::fake::{self, Fake};
     use crate::transport::Request;
@@ -435,6 +265,12 @@ mod tests {
 
     fn slow(delay: Duration) -> Arc<Fake> {
         Fake::new(move |request: &Request, _| fake::after(delay, fake::all_accepted(request, 202)))
+    }
+
+    #[test]
+    fn building_outside_a_runtime_is_an_error() {
+        let builder = Client::builder("http://127.0.0.1:1/", "p", "web", "ingk_x");
+        assert!(matches!(builder.build(), Err(Error::NoRuntime)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,10 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::Client;
+use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::transport::{Http, Transport};
-use crate::Error;
 
 /// What `track`/`upsert`/`delete` do when `max_queue_items` items are held already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,7 +72,7 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Builds a [`Client`]; every option has the default of docs/clients.md.
+/// Builds a [`Client`](crate::Client); every option has the default of docs/clients.md.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), ingest_client::Error> {
@@ -221,9 +220,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Checks the options and starts the client's background task (call it inside a
-    /// Tokio runtime).
-    pub fn build(self) -> Result<Client, Error> {
+    /// Checks the options and makes the transport: what `build()` (client.rs) starts the
+    /// client with.
+    pub(crate) fn finish(self) -> Result<(Config, Arc<dyn Transport>), Error> {
         let mut config = self.config;
         config.request_timeout = self.request_timeout.unwrap_or(if config.sync {
             Duration::from_secs(15)
@@ -243,7 +242,7 @@ impl ClientBuilder {
                 config.max_in_flight + 1,
             )?),
         };
-        Client::start(config, transport)
+        Ok((config, transport))
     }
 }
 
@@ -362,10 +361,5 @@ mod tests {
     fn the_token_is_not_in_debug_output() {
         let text = format!("{:?}", builder());
         assert!(!text.contains("ingk_x"), "{text}");
-    }
-
-    #[test]
-    fn building_outside_a_runtime_is_an_error() {
-        assert!(matches!(builder().build(), Err(Error::NoRuntime)));
     }
 }

@@ -18,21 +18,33 @@
 //! ```
 //!
 //! Where things are:
-//! - `client.rs`: the calls (`track`, `upsert`, `delete`, `flush`, `close`, `stats`);
+//! - `client.rs`: the calls (`build`, `track`, `upsert`, `delete`, `flush`, `close`,
+//!   `stats`);
+//! - `shared.rs`: the state the client's tasks share (the queue, which items are not
+//!   reported yet, each endpoint's pause and in-flight slots);
 //! - `batch.rs`: forming requests by count, bytes and interval, and the order of
 //!   contact writes;
-//! - `deliver.rs`: sending one batch, its retries, and reading the answer per item;
+//! - `deliver.rs`: sending one batch and its retries; `answer.rs`: reading the answer
+//!   per item;
 //! - `retry.rs`: which answers are retried, the backoff, `Retry-After`/`X-RateLimit-Reset`;
 //! - `outcome.rs`: the outcome of an item and the handle that resolves to it;
+//!   `pending.rs`: an item held until it is reported, and the reporting;
 //! - `stats.rs`, `config.rs`, `transport.rs` (the HTTP attempt, reqwest).
+//!
+//! Each module uses only modules after it in this order, so they import each other in
+//! no loop: `client`, `batch`, `deliver`, `answer`, `pending`, `shared`, `config`,
+//! `stats`, `transport`, `retry`, `outcome`, `error`.
 
+mod answer;
 mod batch;
 mod client;
 mod config;
 mod deliver;
 mod error;
 mod outcome;
+mod pending;
 mod retry;
+mod shared;
 mod stats;
 mod transport;
 

@@ -1,19 +1,14 @@
 //! What became of each item: the [`Outcome`] every enqueued item ends in exactly once,
-//! the [`DeliveryHandle`] that resolves to it, and the crate's side of reporting it
-//! (counters, the `on_delivery` callback, the caller's handle, `flush()`'s bookkeeping).
+//! and the [`DeliveryHandle`] that resolves to it. (Reporting it is `pending.rs`.)
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
-
-use crate::client::Core;
+use tokio::sync::oneshot;
 
 /// Field → messages, as the server's batch answer gives them (`{"_email": ["Invalid
 /// format"]}`); for a whole-request refusal `{"_request": [message]}`.
@@ -143,7 +138,7 @@ impl Future for DeliveryHandle {
             HandleState::Waiting { receiver, kind } => {
                 Pin::new(receiver).poll(cx).map(|result| {
                     // Unreachable in practice: a pending item reports itself even when
-                    // dropped (see `Pending`'s Drop). Kept total rather than panicking.
+                    // dropped (see `Pending`'s Drop, pending.rs). Kept total rather than panicking.
                     result.unwrap_or_else(|_| Outcome {
                         kind: *kind,
                         item: Value::Null,
@@ -157,86 +152,6 @@ impl Future for DeliveryHandle {
             }
         }
     }
-}
-
-/// An item held by the client: queued, in a batch, or being sent. Holds its place in
-/// the bounded queue until it is reported; reported exactly once, by [`Pending::finish`]
-/// or, should it ever be dropped unreported (a panic, a runtime shutting down), by its
-/// `Drop` as `failed`.
-pub(crate) struct Pending {
-    pub seq: u64,
-    pub kind: Kind,
-    pub item: Value,
-    /// The item's JSON text, as sent (empty for a delete).
-    pub encoded: Bytes,
-    reply: Option<oneshot::Sender<Outcome>>,
-    _slot: Option<OwnedSemaphorePermit>,
-    core: Arc<Core>,
-}
-
-impl Pending {
-    pub(crate) fn new(
-        core: Arc<Core>,
-        seq: u64,
-        kind: Kind,
-        item: Value,
-        encoded: Bytes,
-        slot: OwnedSemaphorePermit,
-    ) -> (Self, DeliveryHandle) {
-        let (reply, receiver) = oneshot::channel();
-        let pending = Self {
-            seq,
-            kind,
-            item,
-            encoded,
-            reply: Some(reply),
-            _slot: Some(slot),
-            core,
-        };
-        (pending, DeliveryHandle::waiting(receiver, kind))
-    }
-
-    /// Reports the item's final outcome.
-    pub(crate) fn finish(mut self, status: Status) {
-        self.report(status);
-    }
-
-    fn report(&mut self, status: Status) {
-        let Some(reply) = self.reply.take() else {
-            return;
-        };
-        let outcome = Outcome {
-            kind: self.kind,
-            item: std::mem::take(&mut self.item),
-            status,
-        };
-        self.core.report(&outcome, Some(self.seq));
-        let _ = reply.send(outcome);
-        // The queue slot is released when `self` is dropped, right after this.
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if self.reply.is_some() {
-            tracing::error!(
-                kind = ?self.kind,
-                "an item was dropped unreported (the client was stopped abruptly); reported failed"
-            );
-            self.report(Status::Failed {
-                message: "the client stopped before delivering this item".into(),
-                http_status: None,
-                attempts: 0,
-            });
-        }
-    }
-}
-
-/// An outcome decided at enqueue time (dropped, or too large): reported at once.
-pub(crate) fn immediate(core: &Core, kind: Kind, item: Value, status: Status) -> DeliveryHandle {
-    let outcome = Outcome { kind, item, status };
-    core.report(&outcome, None);
-    DeliveryHandle::ready(outcome)
 }
 
 #[cfg(test)]

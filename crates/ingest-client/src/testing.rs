@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
+use crate::client::Client;
 use crate::config::ClientBuilder;
+use crate::outcome::Outcome;
 use crate::transport::fake::{self, Fake};
 use crate::transport::Request;
-use crate::{Client, Outcome};
 
 /// A client on `transport`, with `options` applied to the default builder.
 pub fn client(

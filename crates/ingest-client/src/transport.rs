@@ -8,6 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 
+use crate::error::Error;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Method {
     Post,
@@ -50,10 +52,10 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    pub fn new(token: &str, request_timeout: Duration, pool: usize) -> Result<Self, crate::Error> {
+    pub fn new(token: &str, request_timeout: Duration, pool: usize) -> Result<Self, Error> {
         let mut headers = HeaderMap::new();
         let mut authorization = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| crate::Error::Config("the token is not a valid header value".into()))?;
+            .map_err(|_| Error::Config("the token is not a valid header value".into()))?;
         authorization.set_sensitive(true);
         headers.insert(AUTHORIZATION, authorization);
         let client = reqwest::Client::builder()
