@@ -187,7 +187,9 @@ fn render(meta: &Meta, reports: &[AbuseReport]) -> String {
             let _ = writeln!(w, "- {n}");
         }
     }
-    let _ = writeln!(w, "\n{END}");
+    // No newline after the end marker: the one after it in the file stays, so that
+    // re-rendering does not add a blank line each time.
+    let _ = write!(w, "\n{END}");
     s
 }
 
@@ -240,9 +242,9 @@ mod tests {
     use super::*;
     use crate::abuse::{HealthyReport, Scenario, Targets};
 
-    #[test]
-    fn renders_between_its_own_markers_only() {
-        let dir = std::env::temp_dir().join(format!("abuse-render-{}", std::process::id()));
+    /// A new directory named after `test` holding one scenario's result (`05-idle.json`).
+    fn results(test: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("abuse-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let report = AbuseReport {
             scenario: Scenario::Idle,
@@ -265,6 +267,12 @@ mod tests {
             serde_json::to_string(&report).unwrap(),
         )
         .unwrap();
+        dir
+    }
+
+    #[test]
+    fn renders_between_its_own_markers_only() {
+        let dir = results("render");
         let out = dir.join("BENCHMARKS.md");
         let bench = format!("{}\nmeasured\n{}\n", report::BEGIN, report::END);
         std::fs::write(
@@ -286,6 +294,24 @@ mod tests {
             text.starts_with("# B\n\n## Abuse\n\n<!-- abuse:begin"),
             "{text}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rendering_twice_changes_nothing() {
+        let dir = results("render-twice");
+        let out = dir.join("BENCHMARKS.md");
+        // Between other text, and appended to a file without markers.
+        for start in [
+            format!("# B\n\n## Abuse\n\n{BEGIN}\nold\n{END}\n\ntail\n"),
+            "# B\n".to_owned(),
+        ] {
+            std::fs::write(&out, start).unwrap();
+            write(&dir, &out).unwrap();
+            let once = std::fs::read_to_string(&out).unwrap();
+            write(&dir, &out).unwrap();
+            assert_eq!(std::fs::read_to_string(&out).unwrap(), once);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
