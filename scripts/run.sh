@@ -22,10 +22,11 @@ BIN_DIR="$REPO_ROOT/target/release"
 
 # stop_service NAME: stops the process in RUN_DIR/NAME.pid if it still is NAME.
 stop_service() {
-  local name="$1" pid_file="$RUN_DIR/$1.pid" pid
+  local name="$1" pid_file="$RUN_DIR/$1.pid" pid cmdline
   [ -f "$pid_file" ] || return 0
   pid="$(cat "$pid_file")"
-  if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$name"; then
+  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || cmdline=""
+  if [[ "$cmdline" == *"$name"* ]]; then
     say "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 100); do
@@ -65,12 +66,16 @@ say "migrating"
 
 # A demo project, datasource and token, created once with the operator CLI. The token's
 # secret is shown only once by `ingestctl token create`, so it is kept (mode 600) in
-# the data dir to print again on later runs.
+# the data dir to print again on later runs. A list is read whole before it is searched:
+# piped into `grep -q`, which exits at the first match, ingestctl could fail writing the
+# rest, and under pipefail the project would look missing.
 ctl="$BIN_DIR/ingestctl"
-if ! "$ctl" --json project list | grep -q '"id": "demo"'; then
+projects="$("$ctl" --json project list)"
+if [[ "$projects" != *'"id": "demo"'* ]]; then
   "$ctl" project create demo
 fi
-if ! "$ctl" --json datasource list demo | grep -q '"id": "web"'; then
+datasources="$("$ctl" --json datasource list demo)"
+if [[ "$datasources" != *'"id": "web"'* ]]; then
   "$ctl" datasource create demo web
 fi
 token_file="$STACK_DIR/demo-token"
