@@ -121,8 +121,9 @@ private_stack_env() {
   fi
 }
 
-# release_dir: where the release binaries the benchmarks run are: target/release, or
-# INGEST_BIN_DIR (binaries of another commit, built apart, for a before/after run).
+# release_dir: where the binaries run.sh and the benchmarks run are: target/release, or
+# INGEST_BIN_DIR (binaries built apart: another commit's for a before/after run, or the
+# debug ones a test of run.sh uses).
 release_dir() {
   printf '%s\n' "${INGEST_BIN_DIR:-$REPO_ROOT/target/release}"
 }

@@ -7,8 +7,9 @@
 #        scripts/run.sh stop     stop the gateway and the worker (then `scripts/stack.sh down`)
 #
 # Environment: INGEST_GATEWAY_PORT (8080), INGEST_GATEWAY_ADMIN_PORT (9080),
-# INGEST_WORKER_PORT (9091), plus every
-# variable of scripts/stack.sh and of the binaries (see README).
+# INGEST_WORKER_PORT (9091), INGEST_BIN_DIR (run the ingest-gateway, ingest-worker and
+# ingestctl found there, e.g. target/debug, instead of building target/release), plus
+# every variable of scripts/stack.sh and of the binaries (see README).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$REPO_ROOT"
@@ -18,7 +19,7 @@ GATEWAY_ADMIN_PORT="${INGEST_GATEWAY_ADMIN_PORT:-9080}"
 WORKER_PORT="${INGEST_WORKER_PORT:-9091}"
 RUN_DIR="$STACK_DIR/run"
 LOG_DIR="$STACK_DIR/logs"
-BIN_DIR="$REPO_ROOT/target/release"
+BIN_DIR="$(release_dir)"
 
 # stop_service NAME: stops the process in RUN_DIR/NAME.pid if it still is NAME.
 stop_service() {
@@ -53,14 +54,16 @@ if [ "${1:-}" = "stop" ]; then
   exit 0
 fi
 
-ensure_build_tools
+[ -n "${INGEST_BIN_DIR:-}" ] || ensure_build_tools
 command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 scripts/stack.sh up
 eval "$(scripts/stack.sh env)"
 mkdir -p "$RUN_DIR" "$LOG_DIR"
 
-say "building release binaries"
-cargo build --locked --release -p ingest-gateway -p ingest-worker -p ingestctl
+if [ -z "${INGEST_BIN_DIR:-}" ]; then
+  say "building release binaries"
+  cargo build --locked --release -p ingest-gateway -p ingest-worker -p ingestctl
+fi
 say "migrating"
 "$BIN_DIR/ingestctl" migrate
 

@@ -1,12 +1,13 @@
 //! Operations checks with real tools: promtool (config, rules, rule unit tests, the
 //! binaries' metrics exposition), a real Prometheus server scraping a running gateway
 //! and worker, the Grafana dashboard against what the binaries export, docker-compose,
-//! kubernetes-validate and hadolint on the deployment files.
+//! kubernetes-validate and hadolint on the deployment files, and `scripts/run.sh`.
 //!
 //! One file per subject under `operations/`: `alerts.rs` (Prometheus config and alert
 //! rules), `compose.rs`, `kubernetes.rs`, `images.rs` (the Dockerfile), `metrics.rs`
-//! (the expositions, a real Prometheus, the dashboard) and `replication.rs` (the Kafka
-//! replication checks of compose and Kubernetes); the helpers they share are here.
+//! (the expositions, a real Prometheus, the dashboard), `replication.rs` (the Kafka
+//! replication checks of compose and Kubernetes) and `scripts.rs`; the helpers they share
+//! are here.
 //!
 //! The tools are installed by `scripts/test.sh` (`ensure_ops_tools` in
 //! `scripts/common.sh`), which exports their paths (PROMTOOL, PROMETHEUS, DOCKER_COMPOSE,
@@ -34,6 +35,8 @@ mod kubernetes;
 mod metrics;
 #[path = "operations/replication.rs"]
 mod replication;
+#[path = "operations/scripts.rs"]
+mod scripts;
 
 const INSTALL_HINT: &str =
     "run `scripts/test.sh` once, or `bash -c 'source scripts/common.sh && ensure_ops_tools'`";
