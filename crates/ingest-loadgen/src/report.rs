@@ -78,6 +78,9 @@ pub(crate) fn replace_section(
     heading: &str,
 ) -> anyhow::Result<()> {
     let existing = std::fs::read_to_string(out).unwrap_or_default();
+    // The section ends at its end marker: the file's own text after the marker is kept
+    // as it is, so a section that ended in a newline would add a blank line each render.
+    let section = section.trim_end_matches('\n');
     let text = match (existing.find(begin), existing.find(end)) {
         (Some(b), Some(e)) if e > b => {
             format!("{}{section}{}", &existing[..b], &existing[e + end.len()..])
@@ -618,6 +621,13 @@ mod tests {
         std::fs::write(&out, format!("# Hand\n\n{BEGIN}\nold\n{END}\n\ntail\n")).unwrap();
         write(&dir, &out).unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
+        write(&dir, &out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            text,
+            "a second render changes nothing"
+        );
+        assert!(text.contains(&format!("{END}\n\ntail\n")), "{text}");
         assert!(text.starts_with("# Hand\n"));
         assert!(text.ends_with("\ntail\n"));
         assert!(!text.contains("\nold\n"));
