@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use ingest_testkit::unique;
 
-use super::{free_port, repo, text, workspace_binary};
+use super::{repo, text, workspace_binary};
 
 /// `scripts/run.sh` and `scripts/stack.sh` pointed at a data dir, Kafka and PostgreSQL
 /// ports, and gateway and worker ports of their own. Dropping it stops what they started
@@ -21,19 +21,22 @@ impl RunScript {
     /// Runs the binaries in `bin_dir` rather than building release ones.
     fn new(bin_dir: &Path) -> Self {
         let dir = std::env::temp_dir().join(unique("run-sh"));
+        // Six different ports: each picked while the others are still held (one at a
+        // time, the system can hand the same free port out twice).
+        let [kafka, controller, pg, gateway, admin, worker] = free_ports::<6>();
         let env = vec![
             ("INGEST_STACK_DIR", dir.display().to_string()),
             ("INGEST_BIN_DIR", bin_dir.display().to_string()),
             ("INGEST_KAFKA_NODES", "1".to_owned()),
-            ("INGEST_KAFKA_PORT", free_port().to_string()),
-            ("INGEST_KAFKA_CONTROLLER_PORT", free_port().to_string()),
-            ("INGEST_PG_PORT", free_port().to_string()),
+            ("INGEST_KAFKA_PORT", kafka.to_string()),
+            ("INGEST_KAFKA_CONTROLLER_PORT", controller.to_string()),
+            ("INGEST_PG_PORT", pg.to_string()),
             ("INGEST_TOPIC_PARTITIONS", "1".to_owned()),
             ("INGEST_DLQ_PARTITIONS", "1".to_owned()),
             ("KAFKA_HEAP", "-Xms256m -Xmx256m".to_owned()),
-            ("INGEST_GATEWAY_PORT", free_port().to_string()),
-            ("INGEST_GATEWAY_ADMIN_PORT", free_port().to_string()),
-            ("INGEST_WORKER_PORT", free_port().to_string()),
+            ("INGEST_GATEWAY_PORT", gateway.to_string()),
+            ("INGEST_GATEWAY_ADMIN_PORT", admin.to_string()),
+            ("INGEST_WORKER_PORT", worker.to_string()),
         ];
         Self { dir, env }
     }
@@ -132,4 +135,12 @@ fn run_sh_succeeds_twice_in_a_row_and_what_it_prints_works() {
         "{}",
         text(&status)
     );
+}
+
+/// `N` free ports, all different.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("bound").port())
 }
