@@ -29,11 +29,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ingest_types::env::{redact_password, Vars};
-pub use ingest_types::env::{ConfigError, LogFormat};
+use ingest_types::env::{process_var, Vars};
+pub use ingest_types::env::{ConfigError, DatabaseUrl, LogFormat};
 use ingest_types::Topics;
 
-#[derive(Clone)]
+/// `Debug` shows every field, the database password redacted ([`DatabaseUrl`]).
+#[derive(Clone, Debug)]
 pub struct Config {
     pub listen_addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -52,52 +53,16 @@ pub struct Config {
     pub linger_ms: u64,
     pub compression: String,
     pub queue_max_kbytes: u32,
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub db_max_connections: u32,
     pub auth_cache_capacity: u64,
     pub auth_max_staleness: Duration,
     pub log_format: LogFormat,
 }
 
-impl std::fmt::Debug for Config {
-    // By hand so that a password in DATABASE_URL never reaches a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("listen_addr", &self.listen_addr)
-            .field("admin_addr", &self.admin_addr)
-            .field("header_timeout", &self.header_timeout)
-            .field("body_timeout", &self.body_timeout)
-            .field("max_connections", &self.max_connections)
-            .field("body_budget_bytes", &self.body_budget_bytes)
-            .field(
-                "datasource_body_budget_bytes",
-                &self.datasource_body_budget_bytes,
-            )
-            .field("lookups_per_addr_per_sec", &self.lookups_per_addr_per_sec)
-            .field("lookups_per_addr_burst", &self.lookups_per_addr_burst)
-            .field(
-                "unknown_token_cache_capacity",
-                &self.unknown_token_cache_capacity,
-            )
-            .field("kafka_brokers", &self.kafka_brokers)
-            .field("topics", &self.topics)
-            .field("publish_timeout", &self.publish_timeout)
-            .field("sync_wait", &self.sync_wait)
-            .field("linger_ms", &self.linger_ms)
-            .field("compression", &self.compression)
-            .field("queue_max_kbytes", &self.queue_max_kbytes)
-            .field("database_url", &redact_password(&self.database_url))
-            .field("db_max_connections", &self.db_max_connections)
-            .field("auth_cache_capacity", &self.auth_cache_capacity)
-            .field("auth_max_staleness", &self.auth_max_staleness)
-            .field("log_format", &self.log_format)
-            .finish()
-    }
-}
-
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_lookup(process_var)
     }
 
     /// Parses from any variable lookup, so tests need not touch the process environment.
@@ -106,8 +71,8 @@ impl Config {
         Ok(Self {
             listen_addr: vars.parse("INGEST_GATEWAY_ADDR", "127.0.0.1:8080")?,
             admin_addr: vars.parse("INGEST_ADMIN_ADDR", "127.0.0.1:9080")?,
-            header_timeout: Duration::from_millis(vars.parse("INGEST_HEADER_TIMEOUT_MS", "10000")?),
-            body_timeout: Duration::from_millis(vars.parse("INGEST_BODY_TIMEOUT_MS", "15000")?),
+            header_timeout: vars.millis("INGEST_HEADER_TIMEOUT_MS", "10000")?,
+            body_timeout: vars.millis("INGEST_BODY_TIMEOUT_MS", "15000")?,
             max_connections: vars.parse("INGEST_MAX_CONNECTIONS", "10000")?,
             body_budget_bytes: vars.parse::<usize>("INGEST_BODY_BUDGET_MBYTES", "256")? << 20,
             datasource_body_budget_bytes: vars
@@ -117,23 +82,17 @@ impl Config {
             lookups_per_addr_burst: vars.parse("INGEST_LOOKUPS_PER_ADDR_BURST", "200")?,
             unknown_token_cache_capacity: vars
                 .parse("INGEST_UNKNOWN_TOKEN_CACHE_CAPACITY", "100000")?,
-            kafka_brokers: vars.string("KAFKA_BROKERS", "127.0.0.1:19092"),
-            topics: Topics::with_prefix(
-                &vars.string("INGEST_TOPIC_PREFIX", ingest_types::topics::DEFAULT_PREFIX),
-            ),
-            publish_timeout: Duration::from_millis(
-                vars.parse("INGEST_PUBLISH_TIMEOUT_MS", "5000")?,
-            ),
-            sync_wait: Duration::from_millis(vars.parse("INGEST_SYNC_WAIT_MS", "10000")?),
+            kafka_brokers: vars.kafka_brokers(),
+            topics: vars.topics(),
+            publish_timeout: vars.millis("INGEST_PUBLISH_TIMEOUT_MS", "5000")?,
+            sync_wait: vars.millis("INGEST_SYNC_WAIT_MS", "10000")?,
             linger_ms: vars.parse("INGEST_KAFKA_LINGER_MS", "1")?,
             compression: vars.string("INGEST_KAFKA_COMPRESSION", "lz4"),
             queue_max_kbytes: vars.parse("INGEST_KAFKA_QUEUE_MAX_KBYTES", "131072")?,
-            database_url: vars.string("DATABASE_URL", "postgres://ingest@127.0.0.1:55432/ingest"),
+            database_url: vars.database_url(),
             db_max_connections: vars.parse("INGEST_DB_MAX_CONNECTIONS", "8")?,
             auth_cache_capacity: vars.parse("INGEST_AUTH_CACHE_CAPACITY", "100000")?,
-            auth_max_staleness: Duration::from_secs(
-                vars.parse("INGEST_AUTH_MAX_STALENESS_SECS", "600")?,
-            ),
+            auth_max_staleness: vars.seconds("INGEST_AUTH_MAX_STALENESS_SECS", "600")?,
             log_format: vars.log_format()?,
         })
     }

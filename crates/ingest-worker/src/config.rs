@@ -20,13 +20,14 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use ingest_types::env::{redact_password, Vars};
-pub use ingest_types::env::{ConfigError, LogFormat};
+use ingest_types::env::{process_var, Vars};
+pub use ingest_types::env::{ConfigError, DatabaseUrl, LogFormat};
 use ingest_types::Topics;
 
-#[derive(Clone)]
+/// `Debug` shows every field, the database password redacted ([`DatabaseUrl`]).
+#[derive(Clone, Debug)]
 pub struct Config {
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub db_max_connections: u32,
     pub kafka_brokers: String,
     pub topics: Topics,
@@ -41,29 +42,9 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-impl std::fmt::Debug for Config {
-    // By hand so that a password in DATABASE_URL never reaches a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("database_url", &redact_password(&self.database_url))
-            .field("db_max_connections", &self.db_max_connections)
-            .field("kafka_brokers", &self.kafka_brokers)
-            .field("topics", &self.topics)
-            .field("group_id", &self.group_id)
-            .field("batch_max_messages", &self.batch_max_messages)
-            .field("batch_max_wait", &self.batch_max_wait)
-            .field("writers", &self.writers)
-            .field("session_timeout", &self.session_timeout)
-            .field("maintenance_interval", &self.maintenance_interval)
-            .field("listen_addr", &self.listen_addr)
-            .field("log_format", &self.log_format)
-            .finish()
-    }
-}
-
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_lookup(process_var)
     }
 
     /// Parses from any variable lookup, so tests need not touch the process environment.
@@ -78,27 +59,19 @@ impl Config {
             });
         }
         Ok(Self {
-            database_url: vars.string("DATABASE_URL", "postgres://ingest@127.0.0.1:55432/ingest"),
+            database_url: vars.database_url(),
             db_max_connections: vars.parse("INGEST_DB_MAX_CONNECTIONS", "4")?,
-            kafka_brokers: vars.string("KAFKA_BROKERS", "127.0.0.1:19092"),
-            topics: Topics::with_prefix(
-                &vars.string("INGEST_TOPIC_PREFIX", ingest_types::topics::DEFAULT_PREFIX),
-            ),
+            kafka_brokers: vars.kafka_brokers(),
+            topics: vars.topics(),
             group_id: vars.string("INGEST_WORKER_GROUP", "ingest-worker"),
             batch_max_messages,
-            batch_max_wait: Duration::from_millis(
-                vars.parse("INGEST_WORKER_BATCH_MAX_WAIT_MS", "50")?,
-            ),
+            batch_max_wait: vars.millis("INGEST_WORKER_BATCH_MAX_WAIT_MS", "50")?,
             writers: vars.parse("INGEST_WORKER_WRITERS", "2")?,
-            session_timeout: Duration::from_millis(
-                vars.parse("INGEST_WORKER_SESSION_TIMEOUT_MS", "10000")?,
-            ),
-            maintenance_interval: match vars
-                .parse::<u64>("INGEST_WORKER_MAINTENANCE_INTERVAL_SECS", "600")?
-            {
-                0 => None,
-                secs => Some(Duration::from_secs(secs)),
-            },
+            session_timeout: vars.millis("INGEST_WORKER_SESSION_TIMEOUT_MS", "10000")?,
+            maintenance_interval: Some(
+                vars.seconds("INGEST_WORKER_MAINTENANCE_INTERVAL_SECS", "600")?,
+            )
+            .filter(|interval| !interval.is_zero()),
             listen_addr: vars.parse("INGEST_WORKER_ADDR", "127.0.0.1:9091")?,
             log_format: vars.log_format()?,
         })
@@ -108,6 +81,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ingest_types::env::redact_password;
 
     #[test]
     fn defaults_match_the_dev_stack() {
