@@ -28,7 +28,6 @@ pub mod server;
 pub mod sync;
 pub mod views;
 
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +39,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use futures::FutureExt;
+use ingest_types::runtime;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -95,18 +95,13 @@ pub struct SharedState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot bind {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Binding a listener or installing the metrics recorder (shared with the worker).
+    #[error(transparent)]
+    Setup(#[from] runtime::SetupError),
     #[error("cannot create the kafka producer")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("invalid DATABASE_URL")]
     Database(#[from] sqlx::Error),
-    #[error("cannot install the metrics recorder")]
-    Metrics(#[from] metrics_exporter_prometheus::BuildError),
 }
 
 /// A gateway bound to its ports, ready to serve.
@@ -124,16 +119,11 @@ pub struct Application {
 impl Application {
     /// Creates the producer, binds the listener (port 0 picks a free one) and builds the router.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let metrics = ingest_types::runtime::install_metrics_recorder()?;
+        let metrics = runtime::install_metrics_recorder()?;
         crate::metrics::describe();
         let publisher = Publisher::new(&config)?;
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartupError::Bind { addr, source })
-        };
-        let listener = bind(config.listen_addr).await?;
-        let admin_listener = bind(config.admin_addr).await?;
+        let listener = runtime::bind(config.listen_addr).await?;
+        let admin_listener = runtime::bind(config.admin_addr).await?;
         let limits = server::ConnectionLimits {
             header_timeout: config.header_timeout,
             max_connections: server::connections_that_fit(config.max_connections, 512),

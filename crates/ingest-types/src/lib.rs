@@ -5,7 +5,8 @@
 //! - [`validate`]: pure functions from a JSON item to a typed operation or per-field errors.
 //! - [`answer`]: the per-item batch answer the gateway sends back.
 //! - [`tenancy`]: ids, the API token format and hashing, rate-limited endpoints.
-//! - [`env`]: reading configuration from environment variables; `runtime`: logging and shutdown.
+//! - [`env`]: reading configuration from environment variables; `runtime` (feature
+//!   `runtime`): the start-up the binaries share (logging, metrics, listeners, shutdown).
 
 pub mod answer;
 pub mod env;

@@ -1,14 +1,44 @@
-//! Process plumbing shared by the binaries (feature `runtime`): logging, the metrics
-//! recorder and the shutdown signal.
+//! The start-up the gateway and the worker share: logging, the metrics recorder, binding
+//! a listener and the failures of those ([`SetupError`]), and the shutdown signal. Each
+//! binary's `build` adds its own clients (Kafka, the database pool) and its own
+//! `StartupError` for them, wrapping [`SetupError`].
+//!
+//! Behind the `runtime` feature because it needs tokio, tracing-subscriber and the
+//! Prometheus exporter: whoever uses only the items, validation and envelope (a client, a
+//! tool) depends on `ingest-types` without them. It lives here rather than in a crate of
+//! its own because it is this small and the two binaries already share this crate; the
+//! configuration half ([`crate::env`]) needs no feature.
 
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::env::LogFormat;
+
+/// What can fail in the shared start-up; each binary's `StartupError` wraps it.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot bind {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install the metrics recorder")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+}
+
+/// Binds a TCP listener on `addr` (port 0 picks a free one).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, SetupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| SetupError::Bind { addr, source })
+}
 
 /// Installs the global subscriber: JSON lines in production, human-readable in
 /// development; `RUST_LOG` filters (default `info`). A second call is a no-op.
@@ -58,8 +88,7 @@ const COUNT_BUCKETS: &[f64] = &[
 
 /// Installs the process-wide Prometheus recorder once and returns its handle; later
 /// calls (a gateway and a worker in one test process) get the same handle.
-pub fn install_metrics_recorder(
-) -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+pub fn install_metrics_recorder() -> Result<PrometheusHandle, SetupError> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());

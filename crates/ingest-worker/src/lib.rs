@@ -17,7 +17,6 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod persist;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use ingest_types::runtime;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -41,18 +41,13 @@ use crate::dead_letter::DeadLetters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot bind {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Binding the listener or installing the metrics recorder (shared with the gateway).
+    #[error(transparent)]
+    Setup(#[from] runtime::SetupError),
     #[error("cannot set up the kafka client")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("cannot create the database pool")]
     Database(#[from] sqlx::Error),
-    #[error("cannot install the metrics recorder")]
-    Metrics(#[from] metrics_exporter_prometheus::BuildError),
 }
 
 /// A worker with its clients created and its operations port bound.
@@ -74,7 +69,7 @@ struct HealthState {
 
 impl Worker {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let metrics = ingest_types::runtime::install_metrics_recorder()?;
+        let metrics = runtime::install_metrics_recorder()?;
         crate::metrics::describe();
         // The pool connects lazily, so a worker starts (and reports not-ready) while
         // the database is down, and the consume loop's retries cover the outage.
@@ -101,12 +96,7 @@ impl Worker {
         consumer.subscribe(&config.topics.consumed())?;
         let consumer = Arc::new(consumer);
         let dead_letters = DeadLetters::new(&config.kafka_brokers, &config.topics.dead_letter)?;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.listen_addr,
-                source,
-            })?;
+        let listener = runtime::bind(config.listen_addr).await?;
         Ok(Self {
             consume: ConsumeLoop {
                 consumer: consumer.clone(),
