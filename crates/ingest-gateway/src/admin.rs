@@ -9,8 +9,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::metrics::PRODUCER_QUEUE_MESSAGES;
+use crate::state::AppState;
 use crate::views::Health;
-use crate::AppState;
 
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -6,10 +6,11 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::directory::AuthError;
 use crate::publish::PublishError;
-use crate::views::Message;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -57,6 +58,15 @@ pub enum ApiError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// `{"message": "..."}`: every error answer with a body (500s add `request_id`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Message {
+    pub message: String,
+    /// Only on 500: quote it to support.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl IntoResponse for ApiError {

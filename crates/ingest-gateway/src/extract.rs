@@ -1,10 +1,12 @@
-//! Extractors whose failures answer like every other error (JSON, through [`ApiError`]).
+//! Extractors whose failures answer like every other error (JSON, through [`ApiError`]),
+//! and the request id.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -40,4 +42,17 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
             crate::server::client_addr(&parts.extensions).map(|addr| addr.ip()),
         ))
     }
+}
+
+/// The header that carries the request id: the client's own when sane, else a new UUID
+/// (set by the router's request-id layers, echoed on every answer).
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id set (or propagated) by the request-id middleware.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }

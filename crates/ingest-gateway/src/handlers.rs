@@ -25,13 +25,15 @@ use utoipa::IntoParams;
 use crate::body;
 use crate::directory::Authorized;
 use crate::error::ApiError;
+use crate::error::Message;
+use crate::extract::REQUEST_ID_HEADER;
 use crate::extract::{ApiPath, ClientAddr};
 use crate::metrics::RATE_LIMITED_TOTAL;
+use crate::state::AppState;
 use crate::views::{
     AttributeSpecView, AttributeSpecs, BatchAnswers, ContactBatch, EventBatch, EventParameterSpecs,
-    EventSpecs, EventTypeView, GuardedErrors, Message, ParameterSpecView, PathErrors, StreamInfo,
+    EventSpecs, EventTypeView, GuardedErrors, ParameterSpecView, PathErrors, StreamInfo,
 };
-use crate::AppState;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -552,7 +554,7 @@ fn kind_label(kind: ItemKind) -> &'static str {
 /// The request id set (or propagated) by the request-id middleware.
 fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get(crate::REQUEST_ID_HEADER)
+        .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned()

@@ -5,7 +5,9 @@
 //! - [`server`]: the public listener (connection cap, head timeout); [`admin`]: the admin
 //!   listener (metrics, health).
 //! - [`handlers`]: the HTTP handlers; [`body`]: receiving a batch body (budget, timeout,
-//!   gzip); [`extract`]: extractors; [`error`]: the one place errors become statuses.
+//!   gzip); [`extract`]: extractors and the request id; [`error`]: the one place errors
+//!   become statuses.
+//! - [`state`]: what every handler shares.
 //! - [`directory`]: tokens and datasources (authentication, scopes, limits), cached.
 //! - [`ratelimit`]: requests-per-minute limits shared by every instance.
 //! - [`budget`]: request-body bytes in memory at once.
@@ -25,24 +27,25 @@ pub mod openapi;
 pub mod publish;
 pub mod ratelimit;
 pub mod server;
+pub mod state;
 pub mod sync;
 pub mod views;
+
+pub use crate::extract::REQUEST_ID_HEADER;
+pub use crate::state::{AppState, SharedState};
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use futures::FutureExt;
 use ingest_types::runtime;
-use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -55,43 +58,6 @@ use crate::error::ApiError;
 use crate::publish::Publisher;
 use crate::ratelimit::RateLimiter;
 use crate::sync::SyncWaiters;
-
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
-
-/// What every handler shares. Cloned for every request (axum's `State` extractor and each
-/// layer hold a copy), so it is one `Arc`: a clone is one atomic increment, not one per
-/// field (the producer, the caches, the pool, ...).
-#[derive(Clone)]
-pub struct AppState(Arc<SharedState>);
-
-impl AppState {
-    pub fn new(shared: SharedState) -> Self {
-        Self(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = SharedState;
-
-    fn deref(&self) -> &SharedState {
-        &self.0
-    }
-}
-
-pub struct SharedState {
-    pub config: Arc<Config>,
-    pub publisher: Publisher,
-    pub directory: Directory,
-    pub limiter: RateLimiter,
-    pub sync: SyncWaiters,
-    pub budget: BodyBudget,
-    pub metrics: PrometheusHandle,
-    /// The per-request metrics' handles, resolved once.
-    pub counters: crate::metrics::Handles,
-    /// The database pool the directory, the limiter and `?_sync` use too; the erasure
-    /// status is read through it.
-    pub db: PgPool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

@@ -13,14 +13,15 @@ use ingest_types::validate::specs::DataType;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::error::Message;
 use crate::handlers;
 use crate::handlers::erasure::{
     ErasureAccepted, ErasureRequestStatus, ErasureState, ErasureStatus,
 };
 use crate::views::{
     AttributeScalar, AttributeSpecView, AttributeSpecs, AttributeValue, ContactBatch, ContactItem,
-    EventBatch, EventItem, EventParameterSpecs, EventSpecs, EventTypeView, Message,
-    ParameterSpecView, StreamInfo, UserId,
+    EventBatch, EventItem, EventParameterSpecs, EventSpecs, EventTypeView, ParameterSpecView,
+    StreamInfo, UserId,
 };
 
 #[derive(OpenApi)]

@@ -1,5 +1,6 @@
 //! JSON bodies the gateway answers with, besides the batch answer (which lives in
-//! `ingest_types::answer`). Typed, so the OpenAPI document describes what is sent.
+//! `ingest_types::answer`) and the error body ([`Message`], in `error`). Typed, so the
+//! OpenAPI document describes what is sent.
 
 use std::collections::BTreeMap;
 
@@ -12,14 +13,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoResponses, PartialSchema, ToSchema};
 
-/// `{"message": "..."}`: every error answer with a body (500s add `request_id`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Message {
-    pub message: String,
-    /// Only on 500: quote it to support.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-}
+use crate::error::Message;
 
 /// `GET /stream`: what the token may do here.
 #[derive(Debug, Serialize, ToSchema)]

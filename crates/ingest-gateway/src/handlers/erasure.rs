@@ -22,10 +22,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{guarded, publish, request_id, wants_sync, StreamPath};
 use crate::directory::LookupError;
-use crate::error::ApiError;
+use crate::error::{ApiError, Message};
 use crate::extract::{ApiPath, ClientAddr};
-use crate::views::{GuardedErrors, Message, PathErrors};
-use crate::AppState;
+use crate::state::AppState;
+use crate::views::{GuardedErrors, PathErrors};
 
 /// Longest the status read may take (the pool's acquire time-out included); past it, 503.
 const STATUS_READ_TIMEOUT: Duration = Duration::from_secs(2);
