@@ -4,9 +4,9 @@
 //! - [`config`]: environment configuration.
 //! - [`server`]: the public listener (connection cap, head timeout); [`admin`]: the admin
 //!   listener (metrics, health).
-//! - [`handlers`]: the HTTP handlers; [`body`]: receiving a batch body (budget, timeout,
-//!   gzip); [`extract`]: extractors and the request id; [`error`]: the one place errors
-//!   become statuses.
+//! - [`handlers`]: the HTTP handlers, one module per API surface, behind one guard;
+//!   [`body`]: receiving a batch body (budget, timeout, gzip); [`extract`]: extractors and
+//!   the request id; [`error`]: the one place errors become statuses.
 //! - [`state`]: what every handler shares.
 //! - [`directory`]: tokens and datasources (authentication, scopes, limits), cached.
 //! - [`ratelimit`]: requests-per-minute limits shared by every instance.
@@ -41,7 +41,6 @@ use std::time::Duration;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::Router;
 use futures::FutureExt;
 use ingest_types::runtime;
@@ -180,44 +179,7 @@ impl Application {
 }
 
 pub fn router(state: AppState) -> Router {
-    let base = "/v1/project/{project}/datasource/{datasource}";
-    let api = Router::new()
-        .route(&format!("{base}/stream"), get(handlers::get_stream))
-        .route(
-            &format!("{base}/stream/specs/attributes"),
-            get(handlers::get_attribute_specs),
-        )
-        .route(
-            &format!("{base}/stream/specs/events"),
-            get(handlers::get_event_specs),
-        )
-        .route(
-            &format!("{base}/stream/specs/event-parameters/{{event_type}}"),
-            get(handlers::get_event_parameter_specs),
-        )
-        .route(
-            &format!("{base}/stream/contacts"),
-            post(handlers::post_contacts),
-        )
-        .route(
-            &format!("{base}/stream/contacts/{{user_id}}"),
-            delete(handlers::delete_contact),
-        )
-        .route(
-            &format!("{base}/stream/events"),
-            post(handlers::post_events),
-        )
-        .route(
-            &format!("{base}/stream/users/{{user_id}}"),
-            delete(handlers::erasure::delete_user),
-        )
-        .route(
-            &format!("{base}/stream/users/{{user_id}}/erasure"),
-            get(handlers::erasure::get_erasure_status),
-        );
-    Router::new()
-        .merge(api)
-        .route("/openapi.json", get(handlers::openapi))
+    handlers::routes()
         // Router-level answers are JSON like every other (axum keeps the `Allow` header).
         .fallback(|| async { ApiError::NoSuchEndpoint })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -300,6 +262,7 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::routing::get;
     use tower::ServiceExt;
 
     #[tokio::test]

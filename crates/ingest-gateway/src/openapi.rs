@@ -14,10 +14,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Message;
-use crate::handlers;
 use crate::handlers::erasure::{
-    ErasureAccepted, ErasureRequestStatus, ErasureState, ErasureStatus,
+    self, ErasureAccepted, ErasureRequestStatus, ErasureState, ErasureStatus,
 };
+use crate::handlers::{batch, contact_delete, specs, stream};
 use crate::views::{
     AttributeScalar, AttributeSpecView, AttributeSpecs, AttributeValue, ContactBatch, ContactItem,
     EventBatch, EventItem, EventParameterSpecs, EventSpecs, EventTypeView, ParameterSpecView,
@@ -32,15 +32,15 @@ use crate::views::{
                        A 202 means every accepted item is durable in the broker.",
     ),
     paths(
-        handlers::get_stream,
-        handlers::post_contacts,
-        handlers::post_events,
-        handlers::delete_contact,
-        handlers::get_attribute_specs,
-        handlers::get_event_specs,
-        handlers::get_event_parameter_specs,
-        handlers::erasure::delete_user,
-        handlers::erasure::get_erasure_status,
+        stream::get_stream,
+        batch::post_contacts,
+        batch::post_events,
+        contact_delete::delete_contact,
+        specs::get_attribute_specs,
+        specs::get_event_specs,
+        specs::get_event_parameter_specs,
+        erasure::delete_user,
+        erasure::get_erasure_status,
     ),
     components(schemas(
         BatchAnswer, BatchEntity, ItemOutcome, ItemStatus, DataType, Message, StreamInfo,

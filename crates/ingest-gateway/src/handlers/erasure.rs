@@ -8,22 +8,20 @@
 
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::RawQuery;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-use ingest_types::answer::ItemKind;
 use ingest_types::tenancy::Endpoint;
-use ingest_types::validate;
-use ingest_types::{BatchAnswer, Envelope, ItemOutcome, Operation, ENVELOPE_VERSION};
+use ingest_types::{BatchAnswer, Envelope, Operation, ENVELOPE_VERSION};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{guarded, publish, request_id, wants_sync, StreamPath};
+use super::guard::{Admitted, DatasourcePath, Guard};
+use super::write::{invalid_user_id, publish, wants_sync};
 use crate::directory::LookupError;
 use crate::error::{ApiError, Message};
-use crate::extract::{ApiPath, ClientAddr};
 use crate::state::AppState;
 use crate::views::{GuardedErrors, PathErrors};
 
@@ -46,20 +44,9 @@ pub struct UserPath {
     user_id: String,
 }
 
-impl UserPath {
-    fn split(self) -> (StreamPath, String) {
-        let UserPath {
-            project,
-            datasource,
-            user_id,
-        } = self;
-        (
-            StreamPath {
-                project,
-                datasource,
-            },
-            user_id,
-        )
+impl DatasourcePath for UserPath {
+    fn ids(&self) -> (&str, &str) {
+        (&self.project, &self.datasource)
     }
 }
 
@@ -149,21 +136,6 @@ fn optional_micros<S: Serializer>(
     }
 }
 
-/// The 422 for an invalid user id: the one-item batch answer, as `DELETE /stream/contacts`.
-fn invalid_user_id(user_id: &str) -> Option<Response> {
-    let errors = validate::check_user_id(user_id).err()?;
-    let echo = validate::Echo {
-        user_id: Some(user_id.to_owned()),
-        event_id: None,
-    };
-    let answer = BatchAnswer::new(vec![ItemOutcome::new(
-        ItemKind::Contact,
-        echo,
-        Some(errors),
-    )]);
-    Some((StatusCode::UNPROCESSABLE_ENTITY, Json(answer)).into_response())
-}
-
 /// `DELETE /stream/users/{user_id}`: erases the user from the datasource — the contact
 /// and every write of the user (events included) received up to the answer's
 /// `accepted_at`, stored or still on its way. Published on the contacts topic with the
@@ -177,61 +149,55 @@ fn invalid_user_id(user_id: &str) -> Option<Response> {
         PathErrors,
         GuardedErrors,
     ))]
-pub async fn delete_user(
-    State(state): State<AppState>,
-    ApiPath(path): ApiPath<UserPath>,
-    ClientAddr(client): ClientAddr,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
+pub async fn delete_user(guard: Guard<UserPath>, RawQuery(query): RawQuery) -> Response {
     let sync = wants_sync(query.as_deref());
-    let (path, user_id) = path.split();
-    guarded(
-        &state,
-        &path,
-        &headers,
-        client,
-        Endpoint::Erasures,
-        |auth| async {
-            if let Some(invalid) = invalid_user_id(&user_id) {
-                return Ok(invalid);
-            }
-            let mut envelope = Envelope {
-                v: ENVELOPE_VERSION,
-                project: auth.project,
-                datasource: auth.datasource,
-                user_id: user_id.clone(),
-                // To the microsecond, as `timestamptz` stores `erased_through`.
-                received_at: Utc::now().trunc_subsecs(6),
-                request_id: request_id(&headers),
-                sync_id: None,
-                op: Operation::EraseUser,
-            };
-            // `?_sync`: registered before publishing so the announcement cannot be missed;
-            // the worker announces one item for the erasure once it is complete.
-            let registration = sync.then(|| state.sync.register(1));
-            if let Some(registration) = &registration {
-                envelope.sync_id = Some(registration.sync_id.clone());
-            }
-            publish(&state, std::slice::from_ref(&envelope), "user_erasure").await?;
-            let completed = match registration {
-                Some(registration) => registration.committed_within(state.config.sync_wait).await,
-                None => false,
-            };
-            let (code, status) = if completed {
-                (StatusCode::OK, ErasureRequestStatus::Completed)
-            } else {
-                (StatusCode::ACCEPTED, ErasureRequestStatus::Accepted)
-            };
-            let answer = ErasureAccepted {
-                user_id,
-                accepted_at: envelope.received_at,
-                status,
-            };
-            Ok((code, Json(answer)).into_response())
-        },
-    )
-    .await
+    guard
+        .run(Endpoint::Erasures, |request| erase(request, sync))
+        .await
+}
+
+async fn erase(request: Admitted<UserPath>, sync: bool) -> Result<Response, ApiError> {
+    if let Some(invalid) = invalid_user_id(&request.path.user_id) {
+        return Ok(invalid);
+    }
+    let request_id = request.request_id();
+    let Admitted {
+        state, auth, path, ..
+    } = request;
+    let user_id = path.user_id;
+    let mut envelope = Envelope {
+        v: ENVELOPE_VERSION,
+        project: auth.project,
+        datasource: auth.datasource,
+        user_id: user_id.clone(),
+        // To the microsecond, as `timestamptz` stores `erased_through`.
+        received_at: Utc::now().trunc_subsecs(6),
+        request_id,
+        sync_id: None,
+        op: Operation::EraseUser,
+    };
+    // `?_sync`: registered before publishing so the announcement cannot be missed; the
+    // worker announces one item for the erasure once it is complete.
+    let registration = sync.then(|| state.sync.register(1));
+    if let Some(registration) = &registration {
+        envelope.sync_id = Some(registration.sync_id.clone());
+    }
+    publish(&state, std::slice::from_ref(&envelope), "user_erasure").await?;
+    let completed = match registration {
+        Some(registration) => registration.committed_within(state.config.sync_wait).await,
+        None => false,
+    };
+    let (code, status) = if completed {
+        (StatusCode::OK, ErasureRequestStatus::Completed)
+    } else {
+        (StatusCode::ACCEPTED, ErasureRequestStatus::Accepted)
+    };
+    let answer = ErasureAccepted {
+        user_id,
+        accepted_at: envelope.received_at,
+        status,
+    };
+    Ok((code, Json(answer)).into_response())
 }
 
 /// `GET /stream/users/{user_id}/erasure`: the user's erasure status, as the workers have
@@ -250,60 +216,51 @@ pub async fn delete_user(
         GuardedErrors,
         (status = 503, description = "Retry after `Retry-After` (seconds): the database cannot be read right now (unreachable, or no answer within 2 s); or, as for every endpoint, the tenancy database cannot be reached and this gateway has not seen the token before", body = Message),
     ))]
-pub async fn get_erasure_status(
-    State(state): State<AppState>,
-    ApiPath(path): ApiPath<UserPath>,
-    ClientAddr(client): ClientAddr,
-    headers: HeaderMap,
-) -> Response {
-    let (path, user_id) = path.split();
-    guarded(
-        &state,
-        &path,
-        &headers,
-        client,
-        Endpoint::Erasures,
-        |auth| async {
-            if let Some(invalid) = invalid_user_id(&user_id) {
-                return Ok(invalid);
+pub async fn get_erasure_status(guard: Guard<UserPath>) -> Response {
+    guard.run(Endpoint::Erasures, read_status).await
+}
+
+async fn read_status(request: Admitted<UserPath>) -> Result<Response, ApiError> {
+    if let Some(invalid) = invalid_user_id(&request.path.user_id) {
+        return Ok(invalid);
+    }
+    let Admitted {
+        state, auth, path, ..
+    } = &request;
+    let row = read_erasure(state, &auth.project, &auth.datasource, &path.user_id)
+        .await
+        .map_err(|err| {
+            if err.is_unreachable() {
+                ApiError::ErasureStatusUnavailable(err)
+            } else {
+                ApiError::Internal {
+                    request_id: request.request_id(),
+                    source: err.into(),
+                }
             }
-            let auth = auth; // Moved in: the future outlives the closure.
-            let row = read_erasure(&state, &auth.project, &auth.datasource, &user_id)
-                .await
-                .map_err(|err| {
-                    if err.is_unreachable() {
-                        ApiError::ErasureStatusUnavailable(err)
-                    } else {
-                        ApiError::Internal {
-                            request_id: request_id(&headers),
-                            source: err.into(),
-                        }
-                    }
-                })?;
-            let status = match row {
-                None => ErasureStatus {
-                    user_id,
-                    status: ErasureState::None,
-                    accepted_at: None,
-                    completed_at: None,
-                    events_erased: 0,
-                },
-                Some((erased_through, completed_at, events_erased)) => ErasureStatus {
-                    user_id,
-                    status: if completed_at.is_some() {
-                        ErasureState::Completed
-                    } else {
-                        ErasureState::InProgress
-                    },
-                    accepted_at: Some(erased_through),
-                    completed_at,
-                    events_erased,
-                },
-            };
-            Ok(Json(status).into_response())
+        })?;
+    let user_id = request.path.user_id;
+    let status = match row {
+        None => ErasureStatus {
+            user_id,
+            status: ErasureState::None,
+            accepted_at: None,
+            completed_at: None,
+            events_erased: 0,
         },
-    )
-    .await
+        Some((erased_through, completed_at, events_erased)) => ErasureStatus {
+            user_id,
+            status: if completed_at.is_some() {
+                ErasureState::Completed
+            } else {
+                ErasureState::InProgress
+            },
+            accepted_at: Some(erased_through),
+            completed_at,
+            events_erased,
+        },
+    };
+    Ok(Json(status).into_response())
 }
 
 type ErasureRow = (DateTime<Utc>, Option<DateTime<Utc>>, i64);
@@ -350,12 +307,5 @@ mod tests {
                 "accepted_at": "2026-12-02T15:52:56.000000Z", "completed_at": null,
                 "events_erased": 0})
         );
-    }
-
-    #[test]
-    fn an_invalid_user_id_is_the_one_item_batch_answer() {
-        assert!(invalid_user_id("USER/9").is_none());
-        let response = invalid_user_id("a\u{1}b").unwrap();
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 }
