@@ -109,13 +109,12 @@ impl Batch {
         mut self,
         partitions: impl IntoIterator<Item = (&'a str, i32)>,
     ) -> Self {
-        if !self.contacts.is_empty() || self.events.len() > 0 {
-            let distinct: std::collections::BTreeSet<_> = partitions.into_iter().collect();
-            self.partition_locks = distinct
-                .into_iter()
-                .map(|(topic, partition)| format!("{topic}/{partition}"))
-                .collect();
-        }
+        // Every batch that writes anything takes them (an empty one returns before).
+        let distinct: std::collections::BTreeSet<_> = partitions.into_iter().collect();
+        self.partition_locks = distinct
+            .into_iter()
+            .map(|(topic, partition)| format!("{topic}/{partition}"))
+            .collect();
         self
     }
 

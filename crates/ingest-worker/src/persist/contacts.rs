@@ -74,10 +74,6 @@ impl Contacts {
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
-
     /// The oldest receipt among the writes.
     pub(super) fn oldest(&self) -> Option<DateTime<Utc>> {
         self.users
